@@ -1,0 +1,48 @@
+"""agelab: Adversarial Generator-Encoder networks (Ulyanov, Vedaldi, Lempitsky 2017).
+
+    >>> import agelab
+    >>> model = agelab.load("runs/00000-digits-age")   # a run folder or a checkpoint folder
+    >>> x = model.sample(16)                           # (16, C, S, S) in [-1, 1]
+    >>> z = model.encode(x)                            # (16, M) on the unit sphere
+    >>> x_rec = model.reconstruct(x)                   # g(e(x))
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from os import PathLike
+
+
+def load(path: str | PathLike, device: str = "cpu"):
+    """Load a trained model from a run folder (its newest good checkpoint) or a checkpoint folder.
+
+    Returns the model in eval mode with ``.sample(n)``, ``.encode(x)``,
+    ``.decode(z)`` and ``.reconstruct(x)``; images are float (B, C, S, S) in [-1, 1].
+    """
+    import torch
+
+    from agelab.checkpoint import CheckpointError, load_model_files, resolve_checkpoint
+    from agelab.config import ConfigError
+    from agelab.models.age import AGE, ModelConfig
+
+    ckpt = resolve_checkpoint(path)
+    model_cfg, weights = load_model_files(ckpt)
+    if model_cfg.get("model", "age") != "age":
+        raise CheckpointError(f"{ckpt}: unsupported model type {model_cfg.get('model')!r}")
+    model = AGE(ModelConfig.from_dict(model_cfg))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{ckpt}: weights do not match model.json ({str(exc).splitlines()[0]})") from None
+    model.checkpoint_path = ckpt
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available")
+    except RuntimeError as exc:
+        raise ConfigError(f"--device: cannot use device {device!r} ({str(exc).splitlines()[0]})") from None
+    return model.to(dev).eval().requires_grad_(False)
+
+
+__all__ = ["load", "__version__"]

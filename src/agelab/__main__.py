@@ -1,0 +1,3 @@
+from agelab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Checkpoints: atomic, checksummed, and safe to load.
+
+A checkpoint is a folder ``checkpoints/step-NNNNNNN/`` holding
+
+    model.safetensors   every weight and buffer of the model (safetensors: no code on load)
+    model.json          the ModelConfig that rebuilds the networks
+    state.pt            optimiser states, step, RNG states; loaded with torch.load(weights_only=True)
+    manifest.json       step and the sha256 of each file above
+
+It is written into a hidden temporary folder and renamed into place only when
+complete, so a crash never leaves a half-written checkpoint under a valid name.
+Loading verifies every checksum before reading anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, corrupted or of the wrong kind."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, model_config: dict,
+                    state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint ``step`` under ``ckpt_root`` atomically; keep the newest ``keep``."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / step_dir_name(step)
+    tmp = ckpt_root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / "model.safetensors"))
+        (tmp / "model.json").write_text(json.dumps(model_config, indent=2, sort_keys=True))
+        torch.save(state, tmp / "state.pt")
+        files = {name: sha256_file(tmp / name) for name in ("model.safetensors", "model.json", "state.pt")}
+        for name in files:  # make the bytes durable before the rename publishes them
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        manifest = {"format": FORMAT_VERSION, "step": step, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if final.exists():  # re-saving the same step (e.g. after a resume): replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(ckpt_root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(ckpt_root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    """Checkpoint folders under ``ckpt_root``, oldest first (by step)."""
+    if not ckpt_root.is_dir():
+        return []
+    found = [p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Check that every file is present and matches its checksum; return the manifest."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: unreadable {MANIFEST}") from None
+    for name, digest in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{path}: missing {name}")
+        if sha256_file(f) != digest:
+            raise CheckpointError(f"{path}: {name} is corrupted (checksum mismatch)")
+    return manifest
+
+
+def load_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Verified (model_config, weights) of a checkpoint folder."""
+    verify_checkpoint(path)
+    model_config = json.loads((path / "model.json").read_text())
+    weights = load_file(str(path / "model.safetensors"))
+    return model_config, weights
+
+
+def load_state(path: Path) -> dict:
+    """Verified training state (optimisers, step, RNG). Never unpickles code objects."""
+    verify_checkpoint(path)
+    try:
+        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled code: say so plainly
+        raise CheckpointError(f"{path}: refusing to load state.pt ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def latest_good_checkpoint(ckpt_root: Path) -> Path | None:
+    """The newest checkpoint that passes verification (older ones are fallbacks)."""
+    for path in reversed(list_checkpoints(ckpt_root)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder (its newest good checkpoint) or a checkpoint folder -> checkpoint folder."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such run folder or checkpoint")
+    if (p / MANIFEST).is_file():
+        return p
+    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    found = latest_good_checkpoint(root)
+    if found is None:
+        raise CheckpointError(f"{p}: no valid checkpoint found")
+    return found

@@ -1,0 +1,91 @@
+"""Datasets as in-memory uint8 tensors.
+
+Every source returns an :class:`ImageData`: images (N, C, H, W) uint8 already at
+the training size, and integer labels (N,). Training reads batches straight
+from these tensors (no per-epoch decoding).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class DatasetError(RuntimeError):
+    """A dataset cannot be found or read; the message says what is missing and where."""
+
+
+@dataclass
+class ImageData:
+    name: str
+    split: str
+    images: Tensor  # (N, C, H, W) uint8
+    labels: Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+
+def data_roots(data_root: str | os.PathLike | None) -> list[Path]:
+    """Folders searched for dataset files, in order: --data-root, $AGELAB_DATA, the per-user cache."""
+    roots = []
+    if data_root:
+        roots.append(Path(data_root).expanduser())
+    if os.environ.get("AGELAB_DATA"):
+        roots.append(Path(os.environ["AGELAB_DATA"]).expanduser())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agelab"
+    roots.append(cache)
+    return roots
+
+
+def fit_to_size(images: Tensor, size: int) -> Tensor:
+    """Bring uint8 images (N, C, h, w) to (N, C, size, size).
+
+    Images up to 4 pixels smaller are zero-padded symmetrically (MNIST 28 -> 32,
+    which keeps strokes sharp); others are resized bilinearly.
+    """
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    if h == w and 0 < size - h <= 4:
+        lo = (size - h) // 2
+        return F.pad(images, (lo, size - h - lo, lo, size - h - lo))
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=h > size)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def load_dataset(name: str, split: str = "train", image_size: int = 32, data_root: str | None = None) -> ImageData:
+    """Load a dataset split at the given size. ``split`` is 'train' or 'test'."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "digits":
+        from agelab.data.digits import load_digits_split
+
+        data = load_digits_split(split)
+    elif name == "mnist":
+        from agelab.data.mnist import load_mnist_split
+
+        data = load_mnist_split(split, data_roots(data_root))
+    else:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of digits, mnist")
+    data.images = fit_to_size(data.images, image_size).contiguous()
+    return data
+
+
+def to_float(images_u8: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the generator's output range."""
+    return images_u8.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """float [-1, 1] -> uint8 [0, 255]."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -1,0 +1,197 @@
+"""The unconditional AGE model (paper 2, eq. 5-7).
+
+    encoder loss (eq. 6, minimised):  D(e(x)) - D(e(g(z))) + mu * L_X  [+ enc_latent_recon/2 * L_Z]
+    generator loss (eq. 5):           D(e(g(z))) + lam/2 * L_Z          [+ gen_image_recon * L_X]
+
+    L_X = mean |x - g(e(x))|  (L1 over all pixels),   L_Z = mean_b ||z - e(g(z))||^2
+
+with D(.) the divergence of a batch of codes to the prior. ``lam`` is on the
+scale of the paper's code, which weighted 1 - cos(z, e(g(z))); for unit vectors
+1 - cos = ||z - e(g(z))||^2 / 2, hence the 1/2. The bracketed terms are off in
+the paper's setting; the digits/mnist presets use the swapped assignment
+(mu = lam = 0, enc_latent_recon = 1000, gen_image_recon = 10), see config.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from agelab.divergences import kl_gaussian, kl_gaussian_reference, kl_knn
+from agelab.latent import make_prior
+from agelab.models import Phase
+from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the networks; saved as ``model.json`` next to the weights."""
+
+    latent_dim: int
+    channels: int
+    image_size: int = 32
+    width: int = 64
+    prior: str = "sphere"
+    model: str = "age"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class GameConfig:
+    """Weights of the AGE game; only needed for training."""
+
+    divergence: str = "gaussian"
+    mu: float = 10.0  # image reconstruction, encoder loss (paper)
+    lam: float = 1000.0  # latent reconstruction, generator loss (paper)
+    enc_latent_recon: float = 0.0  # latent reconstruction, encoder loss (not in the paper)
+    gen_image_recon: float = 0.0  # image reconstruction, generator loss (paper fig. 9 ablation)
+    no_recon: bool = False
+    n_gen_steps: int = 2
+    knn_k: int = 1
+    knn_prior_samples: int = 256
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """Batch norm keeps normalising with batch statistics but leaves its running averages alone.
+
+    The encoder sees real and generated batches; its running statistics (used at
+    inference, where it encodes real images) are accumulated from real batches only.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+class AGE(nn.Module):
+    """Encoder e (image -> prior support) and generator g (latent -> image in [-1, 1]).
+
+    Images are float tensors (B, C, S, S) in [-1, 1]; codes are (B, M).
+    """
+
+    def __init__(self, cfg: ModelConfig, game: GameConfig | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.game = game or GameConfig()
+        self.prior = make_prior(cfg.prior, cfg.latent_dim)
+        self.encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+
+    # ---- use of a trained model -------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.prior.project(self.encoder(x))  # (B, M), unit norm for the sphere prior
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.generator(z)  # (B, C, S, S) in [-1, 1]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.prior.sample(n, device=self.device, generator=generator)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.sample_latent(n, generator))
+
+    # ---- the game -----------------------------------------------------------------
+    def divergence(self, z: Tensor) -> Tensor:
+        """D(Q || prior) of the batch of codes z (B, M); a scalar."""
+        name = self.game.divergence
+        if name == "gaussian":
+            return kl_gaussian(z)
+        if name == "gaussian_reference":
+            return kl_gaussian_reference(z)
+        if name == "knn":
+            y = self.prior.sample(self.game.knn_prior_samples, device=z.device)  # (N, M)
+            return kl_knn(z, y, k=self.game.knn_k, dim=self.prior.intrinsic_dim)
+        raise ValueError(f"unknown divergence {name!r}")
+
+    def _weights(self) -> tuple[float, float, float, float]:
+        g = self.game
+        if g.no_recon:
+            return 0.0, 0.0, 0.0, 0.0
+        return g.mu, g.lam, g.enc_latent_recon, g.gen_image_recon
+
+    @staticmethod
+    def latent_recon(z: Tensor, z_rec: Tensor) -> Tensor:
+        """mean_b ||z - e(g(z))||^2; times 1/2 this equals 1 - cos(z, e(g(z))) for unit codes."""
+        return (z - z_rec).pow(2).sum(1).mean()
+
+    def encoder_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. 6 as a minimisation. Passes: e on x and on g(z); g(e(x)) only when its L1 term is on.
+
+        g(z) is drawn without a graph: the encoder phase never steps g.
+        """
+        mu, _, enc_z, _ = self._weights()
+        b = x.shape[0]
+        with torch.no_grad():
+            z = self.sample_latent(b)  # (B, M)
+            x_fake = self.decode(z)  # (B, C, S, S)
+        z_real = self.encode(x)  # (B, M)
+        with frozen_bn_stats(self.encoder):  # running statistics from real images only
+            z_fake = self.encode(x_fake)  # (B, M)
+        kl_real, kl_fake = self.divergence(z_real), self.divergence(z_fake)
+        loss = kl_real - kl_fake
+        logs = {"kl_real": kl_real.detach(), "kl_fake": kl_fake.detach()}
+        if mu > 0:
+            rec_x = F.l1_loss(self.decode(z_real), x)  # mean over all pixels
+            loss = loss + mu * rec_x
+            logs["rec_x"] = rec_x.detach()
+        if enc_z > 0:
+            rec_z = self.latent_recon(z, z_fake)
+            loss = loss + 0.5 * enc_z * rec_z
+            logs["rec_z"] = rec_z.detach()
+        logs["loss"] = loss.detach()
+        return loss, logs
+
+    def generator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. 5. Passes: g on z, e on g(z) (input gradients only: e is not stepped); g(e(x)) when its L1 term is on."""
+        _, lam, _, gen_x = self._weights()
+        z = self.sample_latent(x.shape[0])  # (B, M)
+        with frozen_bn_stats(self.encoder):
+            z_fake = self.encode(self.decode(z))  # (B, M)
+        kl_fake = self.divergence(z_fake)
+        loss = kl_fake
+        logs = {"kl_fake": kl_fake.detach()}
+        if lam > 0:
+            rec_z = self.latent_recon(z, z_fake)
+            loss = loss + 0.5 * lam * rec_z
+            logs["rec_z"] = rec_z.detach()
+        if gen_x > 0:
+            with torch.no_grad(), frozen_bn_stats(self.encoder):
+                z_real = self.encode(x)  # (B, M), a constant for the generator
+            rec_x = F.l1_loss(self.decode(z_real), x)
+            loss = loss + gen_x * rec_x
+            logs["rec_x"] = rec_x.detach()
+        logs["loss"] = loss.detach()
+        return loss, logs
+
+    def phases(self) -> list[Phase]:
+        return [
+            Phase("enc", self.encoder, self.encoder_loss, repeats=1),
+            Phase("gen", self.generator, self.generator_loss, repeats=self.game.n_gen_steps),
+        ]

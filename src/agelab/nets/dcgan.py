@@ -1,0 +1,80 @@
+"""DCGAN-type encoder and generator (paper 3.1; Radford et al. 2016).
+
+The encoder is DCGAN's discriminator with an M-dimensional output instead of the
+final sigmoid; the projection onto the prior's support (the unit sphere) is done
+by the model (:mod:`agelab.models.age`), not here. Both nets work for any square
+power-of-two image size >= 16 and any channel count. For size S there are
+``log2(S) - 2`` stride-2 stages; at width w the feature maps are
+
+    generator: z (M,1,1) -> (w*2^(n-1), 4, 4) -> ... -> (w, S/2, S/2) -> (C, S, S), tanh
+    encoder:   x (C,S,S) -> (w, S/2, S/2) -> ... -> (w*2^(n-1), 4, 4) -> (M,)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _n_stages(image_size: int) -> int:
+    n = int(round(math.log2(image_size))) - 2
+    if image_size < 16 or 2 ** (n + 2) != image_size:
+        raise ValueError(f"image size must be a power of two >= 16, got {image_size}")
+    return n
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """g: latent (B, M) -> image (B, C, S, S) in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, channels: int, image_size: int = 32, width: int = 64):
+        super().__init__()
+        n = _n_stages(image_size)
+        ch = width * 2 ** (n - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),  # (ch, 4, 4)
+            nn.BatchNorm2d(ch),
+            nn.ReLU(inplace=True),
+        ]
+        for _ in range(n - 1):  # each stage doubles the side and halves the channels
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(inplace=True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]  # (C, S, S)
+        self.net = nn.Sequential(*layers)
+        self.latent_dim = latent_dim
+        dcgan_init_(self)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))  # (B, C, S, S)
+
+
+class DCGANEncoder(nn.Module):
+    """e (before projection): image (B, C, S, S) -> raw code (B, M)."""
+
+    def __init__(self, latent_dim: int, channels: int, image_size: int = 32, width: int = 64):
+        super().__init__()
+        n = _n_stages(image_size)
+        ch = width
+        layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        for _ in range(n - 1):  # each stage halves the side and doubles the channels
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, inplace=True)]
+            ch *= 2
+        self.features = nn.Sequential(*layers)  # (B, w*2^(n-1), 4, 4)
+        self.head = nn.Conv2d(ch, latent_dim, 4, 1, 0, bias=True)  # (B, M, 1, 1)
+        dcgan_init_(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x)).flatten(1)  # (B, M)

@@ -1,0 +1,99 @@
+"""Run folders: ``runs/NNNNN-<dataset>-<tag>/`` with config, metrics and status.
+
+Folder numbers are claimed with ``mkdir``, which is atomic: two processes that
+start at the same moment never get the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+_RUN_RE = re.compile(r"^(\d{5,})-")
+
+
+def create_run_dir(out_dir: str | os.PathLike, dataset: str, tag: str) -> Path:
+    parent = Path(out_dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(1000):
+        taken = [int(m.group(1)) for p in parent.iterdir() if (m := _RUN_RE.match(p.name))]
+        run = parent / f"{max(taken, default=-1) + 1:05d}-{dataset}-{tag}"
+        try:
+            run.mkdir()
+        except FileExistsError:  # another process claimed this number first
+            continue
+        return run
+    raise RuntimeError(f"could not claim a run folder in {parent}")
+
+
+def write_status(run_dir: Path, state: str, **extra) -> None:
+    """``status.json``: 'running', 'finished', 'interrupted' or 'failed' (with the error)."""
+    data = {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    tmp = run_dir / ".status.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, run_dir / "status.json")
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:  # tensorboard is optional at runtime
+                self.tb = None
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop lines written after the checkpoint we resume from."""
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line torn by a kill mid-write
+                continue
+            if record.get("step", 0) <= step:
+                keep.append(line)
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, step: int, values: dict) -> None:
+        record = {"step": step, **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a torn line from a killed process
+            continue
+    return records

@@ -1,0 +1,81 @@
+"""Image grids, sampling, reconstruction pairs and latent interpolation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from agelab.data import to_uint8
+from agelab.latent import slerp
+
+
+def make_grid(images: Tensor, nrow: int = 8, pad: int = 2, pad_value: int = 255) -> Tensor:
+    """uint8 images (N, C, H, W) -> one uint8 image (C, H', W'), ``nrow`` images per row."""
+    n, c, h, w = images.shape
+    ncol = min(nrow, n)
+    rows = math.ceil(n / ncol)
+    grid = torch.full((c, rows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=torch.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def save_image(image: Tensor, path: str | Path) -> Path:
+    """Save a uint8 image (C, H, W) with C in {1, 3} as PNG."""
+    arr = image.permute(1, 2, 0).cpu().numpy()
+    arr = arr[..., 0] if arr.shape[2] == 1 else arr
+    path = Path(path)
+    Image.fromarray(np.ascontiguousarray(arr)).save(path)
+    return path
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
+    """Save float images in [-1, 1] (N, C, H, W) as a PNG grid."""
+    return save_image(make_grid(to_uint8(images.cpu()), nrow=nrow), path)
+
+
+@torch.no_grad()
+def sample_images(model, n: int, seed: int = 0, batch: int = 256) -> Tensor:
+    """n samples g(z), z ~ prior, drawn from their own RNG (the global one is untouched)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    z = model.prior.sample(n, generator=gen).to(model.device)  # (n, M)
+    return torch.cat([model.decode(z[i : i + batch]) for i in range(0, n, batch)])
+
+
+@torch.no_grad()
+def reconstruction_pairs(model, x: Tensor) -> Tensor:
+    """(2N, C, H, W): real, reconstruction, real, reconstruction, ..."""
+    rec = model.reconstruct(x)
+    return torch.stack([x, rec], dim=1).flatten(0, 1)
+
+
+@torch.no_grad()
+def interpolation_rows(model, xa: Tensor, xb: Tensor, steps: int = 8) -> Tensor:
+    """Spherical interpolation between e(xa) and e(xb): (N * steps, C, H, W), one row per pair."""
+    za, zb = model.encode(xa), model.encode(xb)  # (N, M)
+    t = torch.linspace(0, 1, steps)
+    z = slerp(za, zb, t).flatten(0, 1)  # (N * steps, M)
+    return model.decode(z)
+
+
+@torch.no_grad()
+def reconstruction_errors(model, x: Tensor, batch: int = 256) -> dict[str, float]:
+    """Mean L1 and MSE in [-1, 1] units, and PSNR in dB on the [0, 1] scale."""
+    l1 = mse = 0.0
+    psnr = []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        rec = model.reconstruct(xb)
+        l1 += (rec - xb).abs().mean(dim=(1, 2, 3)).sum().item()
+        per_img_mse = (rec - xb).pow(2).mean(dim=(1, 2, 3))
+        mse += per_img_mse.sum().item()
+        psnr.append(10 * torch.log10(4.0 / per_img_mse.clamp_min(1e-12)))  # range 2 in [-1,1] -> peak^2 = 4
+    n = len(x)
+    return {"l1": l1 / n, "mse": mse / n, "psnr": torch.cat(psnr).mean().item()}

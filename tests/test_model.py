@@ -1,0 +1,271 @@
+"""The AGE model: encoding, the two losses (paper eq. 5-7) and which network each phase moves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from agelab import trainer
+from agelab.divergences import kl_gaussian
+from agelab.models import Phase
+from agelab.models.age import AGE, GameConfig, ModelConfig, frozen_bn_stats
+
+
+def make_model(prior="sphere", latent_dim=4, channels=1, **game) -> AGE:
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=latent_dim, channels=channels, image_size=32, width=4, prior=prior)
+    return AGE(cfg, GameConfig(**game))
+
+
+def batch(n=8, channels=1, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, channels, 32, 32, generator=g) * 2 - 1
+
+
+def params(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def buffers(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_buffers()}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------
+# use of a model
+# ---------------------------------------------------------------------------
+def test_encode_lies_on_unit_sphere_for_sphere_prior():
+    model = make_model("sphere")
+    z = model.encode(batch())
+    assert z.shape == (8, 4)
+    assert torch.allclose(z.norm(dim=1), torch.ones(8), atol=1e-5)
+
+
+def test_encode_is_unnormalised_for_gaussian_prior():
+    model = make_model("gaussian")
+    x = batch()
+    z = model.encode(x)
+    assert torch.equal(z, model.encoder(x))
+    assert not torch.allclose(z.norm(dim=1), torch.ones(8), atol=1e-2)
+
+
+def test_decode_reconstruct_and_sample_shapes():
+    model = make_model(channels=3)
+    x = batch(channels=3)
+    assert model.decode(model.encode(x)).shape == x.shape
+    assert model.reconstruct(x).shape == x.shape
+    s = model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (5, 3, 32, 32) and s.abs().max() <= 1
+    assert model.sample_latent(5).shape == (5, 4)
+
+
+def test_phases_are_encoder_once_then_generator_n_gen_steps():
+    model = make_model(n_gen_steps=3)
+    phases = model.phases()
+    assert [p.name for p in phases] == ["enc", "gen"]
+    assert all(isinstance(p, Phase) for p in phases)
+    assert phases[0].module is model.encoder and phases[0].repeats == 1
+    assert phases[1].module is model.generator and phases[1].repeats == 3
+
+
+# ---------------------------------------------------------------------------
+# the losses
+# ---------------------------------------------------------------------------
+def test_encoder_loss_is_kl_real_minus_kl_fake_plus_mu_l1():
+    model = make_model(mu=7.0)
+    x = batch()
+    loss, logs = model.encoder_loss(x)
+    assert set(logs) == {"kl_real", "kl_fake", "rec_x", "loss"}
+    assert torch.allclose(loss, logs["kl_real"] - logs["kl_fake"] + 7.0 * logs["rec_x"], rtol=1e-5, atol=1e-5)
+    # the logged rec_x is the mean absolute error of g(e(x)) (batch statistics in train mode: recomputable)
+    assert logs["rec_x"].item() == pytest.approx(F.l1_loss(model.reconstruct(x), x).item(), rel=1e-5)
+    assert logs["kl_real"].item() == pytest.approx(kl_gaussian(model.encode(x)).item(), rel=1e-5)
+    assert all(not v.requires_grad for v in logs.values())
+
+
+def test_generator_latent_term_is_half_lambda_mean_squared_distance():
+    lam = 123.0
+    model = make_model(lam=lam)
+    x = batch()
+    torch.manual_seed(42)
+    loss, logs = model.generator_loss(x)
+    assert set(logs) == {"kl_fake", "rec_z", "loss"}
+    # recompute with the same latent draw
+    torch.manual_seed(42)
+    z = model.sample_latent(8)
+    with frozen_bn_stats(model.encoder):
+        z_fake = model.encode(model.decode(z))
+    rec_z = (z - z_fake).pow(2).sum(1).mean()
+    assert logs["rec_z"].item() == pytest.approx(rec_z.item(), rel=1e-5)
+    assert logs["kl_fake"].item() == pytest.approx(kl_gaussian(z_fake).item(), rel=1e-5)
+    assert (loss - logs["kl_fake"]).item() == pytest.approx(lam / 2 * rec_z.item(), rel=1e-4)
+    # on the sphere this is lam * (1 - cos), the paper code's scale
+    one_minus_cos = (1 - F.cosine_similarity(z, z_fake, dim=1)).mean()
+    assert (loss - logs["kl_fake"]).item() == pytest.approx(lam * one_minus_cos.item(), rel=1e-3)
+
+
+def test_no_recon_drops_both_reconstruction_terms():
+    model = make_model(no_recon=True)
+    x = batch()
+    enc_loss, enc_logs = model.encoder_loss(x)
+    gen_loss, gen_logs = model.generator_loss(x)
+    assert set(enc_logs) == {"kl_real", "kl_fake", "loss"}
+    assert set(gen_logs) == {"kl_fake", "loss"}
+    assert torch.allclose(enc_loss, enc_logs["kl_real"] - enc_logs["kl_fake"])
+    assert torch.equal(gen_loss.detach(), gen_logs["kl_fake"])
+
+
+def test_gen_image_recon_adds_weighted_l1_to_generator_loss():
+    x = batch()
+    assert "rec_x" not in make_model().generator_loss(x)[1]
+    model = make_model(gen_image_recon=3.0, lam=10.0)
+    loss, logs = model.generator_loss(x)
+    assert "rec_x" in logs and logs["rec_x"].item() > 0
+    expected = logs["kl_fake"] + 5.0 * logs["rec_z"] + 3.0 * logs["rec_x"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the term reaches the generator's weights
+    model.encoder.requires_grad_(False)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.generator.parameters())
+
+
+def test_enc_latent_recon_adds_half_weighted_latent_term_to_encoder_loss():
+    x = batch()
+    assert "rec_z" not in make_model().encoder_loss(x)[1]
+    model = make_model(enc_latent_recon=6.0, mu=0.0)
+    torch.manual_seed(5)
+    loss, logs = model.encoder_loss(x)
+    assert "rec_x" not in logs  # mu = 0 skips the g(e(x)) pass
+    assert loss.item() == pytest.approx((logs["kl_real"] - logs["kl_fake"] + 3.0 * logs["rec_z"]).item(), rel=1e-5)
+    # recompute the latent term from the same prior draw
+    torch.manual_seed(5)
+    z = model.sample_latent(x.shape[0])
+    with torch.no_grad(), frozen_bn_stats(model.encoder):
+        z_rec = model.encode(model.decode(z))
+    assert logs["rec_z"].item() == pytest.approx((z - z_rec).pow(2).sum(1).mean().item(), rel=1e-5)
+
+
+def test_swapped_assignment_trains_each_term_on_the_other_network():
+    model = make_model(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)
+    x = batch()
+    enc_logs = model.encoder_loss(x)[1]
+    gen_logs = model.generator_loss(x)[1]
+    assert set(enc_logs) == {"kl_real", "kl_fake", "rec_z", "loss"}
+    assert set(gen_logs) == {"kl_fake", "rec_x", "loss"}
+
+
+@pytest.mark.parametrize("divergence", ["gaussian", "gaussian_reference", "knn"])
+@pytest.mark.parametrize("prior", ["sphere", "gaussian"])
+def test_all_divergences_give_finite_losses_and_gradients(divergence, prior):
+    model = make_model(prior, divergence=divergence, knn_k=2, knn_prior_samples=32)
+    x = batch()
+    phases = model.phases()
+    for phase in phases:
+        for p in phases:
+            p.module.requires_grad_(p is phase)
+        loss, logs = phase.loss(x)
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        assert all(torch.isfinite(v) for v in logs.values())
+        loss.backward()
+        grads = [p.grad for p in phase.module.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert sum(g.abs().sum() for g in grads) > 0
+        model.zero_grad(set_to_none=True)
+
+
+def test_unknown_divergence_raises():
+    model = make_model(divergence="wasserstein")
+    with pytest.raises(ValueError):
+        model.divergence(torch.randn(8, 4))
+
+
+def test_frozen_bn_stats_keeps_running_statistics_and_restores_momentum():
+    model = make_model()
+    bns = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = buffers(model.encoder)
+    momenta = [m.momentum for m in bns]
+    with frozen_bn_stats(model.encoder):
+        model.encode(batch(seed=1) * 0.3 + 0.5)
+    assert same(before, buffers(model.encoder))
+    assert [m.momentum for m in bns] == momenta
+    model.encode(batch(seed=1))  # outside the context: statistics move again
+    after = buffers(model.encoder)
+    assert not torch.equal(before["features.3.running_mean"], after["features.3.running_mean"])
+
+
+def test_generator_loss_leaves_encoder_statistics_alone():
+    model = make_model()
+    before = buffers(model.encoder)
+    model.generator_loss(batch())
+    assert same(before, buffers(model.encoder))
+
+
+# ---------------------------------------------------------------------------
+# each phase moves only its own network (through the real trainer)
+# ---------------------------------------------------------------------------
+def test_each_phase_updates_only_its_own_network(monkeypatch, tiny_cfg):
+    """Snapshot both networks whenever a phase's loss is evaluated during ``train``.
+
+    Between consecutive loss calls exactly one optimiser step happened: after an
+    'enc' call only encoder weights may have changed, after a 'gen' call only
+    generator weights (and no encoder running statistic either).
+    """
+    calls = []
+    build = trainer.build_model
+
+    def spying_build(cfg, channels):
+        model = build(cfg, channels)
+        make_phases = model.phases
+
+        def phases():
+            out = make_phases()
+            for phase in out:
+                def loss(x, _loss=phase.loss, _name=phase.name):
+                    calls.append({
+                        "phase": _name,
+                        "enc": params(model.encoder),
+                        "enc_buffers": buffers(model.encoder),
+                        "gen": params(model.generator),
+                        "enc_trainable": [p.requires_grad for p in model.encoder.parameters()],
+                        "gen_trainable": [p.requires_grad for p in model.generator.parameters()],
+                    })
+                    return _loss(x)
+
+                phase.loss = loss
+            return out
+
+        model.phases = phases
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", spying_build)
+    trainer.train(tiny_cfg(iterations=2, n_gen_steps=2, lr=1e-2), progress=False)
+
+    assert [c["phase"] for c in calls] == ["enc", "gen", "gen"] * 2
+    for c in calls:  # the other network is frozen while a phase runs
+        assert all(c["enc_trainable"]) == (c["phase"] == "enc") and any(c["enc_trainable"]) == (c["phase"] == "enc")
+        assert all(c["gen_trainable"]) == (c["phase"] == "gen") and any(c["gen_trainable"]) == (c["phase"] == "gen")
+    for before, after in zip(calls, calls[1:]):
+        if before["phase"] == "enc":
+            assert not same(before["enc"], after["enc"]), "encoder phase did not step the encoder"
+            assert same(before["gen"], after["gen"]), "encoder phase changed the generator"
+        else:
+            assert not same(before["gen"], after["gen"]), "generator phase did not step the generator"
+            assert same(before["enc"], after["enc"]), "generator phase changed the encoder"
+            assert same(before["enc_buffers"], after["enc_buffers"]), "generator phase moved encoder BN statistics"
+
+
+def test_sample_images_is_seeded_and_leaves_global_rng_alone():
+    from agelab.sampling import sample_images
+
+    model = make_model().eval()
+    state = torch.get_rng_state()
+    a = sample_images(model, 300, seed=3, batch=128)  # several batches
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.shape == (300, 1, 32, 32)
+    assert torch.equal(a, sample_images(model, 300, seed=3))
+    z = model.prior.sample(300, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a, model.decode(z), atol=1e-6)

@@ -1,0 +1,71 @@
+"""DCGAN-type encoder and generator: shapes, output range, size checks, initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_generator_output_shape_and_range(size, channels):
+    g = DCGANGenerator(latent_dim=6, channels=channels, image_size=size, width=4)
+    z = torch.randn(5, 6)
+    x = g(z)
+    assert x.shape == (5, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    # even for huge codes and large weights the tanh keeps the range
+    with torch.no_grad():
+        for p in g.parameters():
+            p.mul_(50)
+    x = g(1e3 * z)
+    assert torch.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_encoder_output_shape(size, channels):
+    e = DCGANEncoder(latent_dim=7, channels=channels, image_size=size, width=4)
+    h = e(torch.rand(3, channels, size, size) * 2 - 1)
+    assert h.shape == (3, 7)
+    assert torch.isfinite(h).all()
+
+
+def test_generator_accepts_flat_or_4d_codes():
+    g = DCGANGenerator(latent_dim=4, channels=1, image_size=32, width=4).eval()
+    z = torch.randn(2, 4)
+    assert torch.equal(g(z), g(z.view(2, 4, 1, 1)))
+
+
+def test_number_of_stride2_stages_follows_image_size():
+    for size, stages in ((16, 2), (32, 3), (64, 4)):
+        g = DCGANGenerator(latent_dim=4, channels=1, image_size=size, width=4)
+        e = DCGANEncoder(latent_dim=4, channels=1, image_size=size, width=4)
+        up = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2)]
+        down = [m for m in e.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+        assert len(up) == len(down) == stages
+        # the widest maps have width * 2^(stages - 1) channels, at 4x4
+        assert up[0].in_channels == down[-1].out_channels == 4 * 2 ** (stages - 1)
+
+
+@pytest.mark.parametrize("bad", [48, 8, 100, 0])
+def test_invalid_image_size_raises(bad):
+    with pytest.raises(ValueError):
+        DCGANGenerator(latent_dim=4, channels=1, image_size=bad, width=4)
+    with pytest.raises(ValueError):
+        DCGANEncoder(latent_dim=4, channels=1, image_size=bad, width=4)
+
+
+def test_dcgan_initialisation():
+    torch.manual_seed(0)
+    e = DCGANEncoder(latent_dim=8, channels=3, image_size=64, width=16)
+    convs = [m for m in e.modules() if isinstance(m, nn.Conv2d)]
+    w = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(w.mean().item()) < 2e-3 and w.std().item() == pytest.approx(0.02, rel=0.05)
+    assert all(m.bias is None or torch.equal(m.bias, torch.zeros_like(m.bias)) for m in convs)
+    bns = [m for m in e.modules() if isinstance(m, nn.BatchNorm2d)]
+    scales = torch.cat([m.weight for m in bns])
+    assert abs(scales.mean().item() - 1) < 0.01 and torch.equal(torch.cat([m.bias for m in bns]), torch.zeros_like(scales))
