@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +180,16 @@ def test_to_uint8_clamps_and_detaches():
     x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 5.0], requires_grad=True)
     out = to_uint8(x)
     assert out.dtype == torch.uint8 and out.tolist() == [0, 0, 128, 255, 255]
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="../shared/data/mnist not present")
+def test_real_mnist_loads_with_official_counts():
+    train = load_dataset("mnist", "train", 32, str(SHARED_DATA))
+    test = load_dataset("mnist", "test", 32, str(SHARED_DATA))
+    assert train.images.shape == (60000, 1, 32, 32) and test.images.shape == (10000, 1, 32, 32)
+    assert torch.bincount(train.labels, minlength=10).min() > 5000
+    assert train.images.dtype == torch.uint8 and int(train.images.max()) == 255

@@ -152,7 +152,7 @@ SWAPPED = dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)
 PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: 1,797 8x8 digits, upsampled to 32x32. Small nets so
     # that README command 1 finishes in a few minutes on 2 CPU cores.
-    "digits": dict(dataset="digits", latent_dim=16, width=16, iterations=1500, sample_every=500,
+    "digits": dict(dataset="digits", latent_dim=8, width=16, iterations=2500, sample_every=500,
                    ckpt_every=500, log_every=25, **SWAPPED),
     # MNIST with latent size 10 as in the paper's log-likelihood experiment
     # (paper 3.1). Width 32 instead of the paper's 64 so that a run of under an
