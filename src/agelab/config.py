@@ -24,7 +24,7 @@ def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "tinyimagenet", "cars")
 PRIORS = ("sphere", "gaussian")
 DIVERGENCES = ("gaussian", "gaussian_reference", "knn")
 
@@ -33,9 +33,12 @@ DIVERGENCES = ("gaussian", "gaussian_reference", "knn")
 class TrainConfig:
     # --- data ---
     dataset: str = _opt("digits", "dataset to train on: 'digits' (scikit-learn's bundled 8x8 digits, "
-                        "upsampled; no download) or 'mnist' (IDX files under --data-root)", DATASETS)
+                        "upsampled; no download), 'mnist' (IDX files under --data-root) or one of "
+                        "fashion-mnist, cifar10, svhn, celeba, tinyimagenet, cars (see docs/data.md)", DATASETS)
     data_root: str | None = _opt(None, "folder holding the dataset files (for mnist: a folder with "
                                  "train-images-idx3-ubyte.gz etc., or its parent with an mnist/ subfolder)")
+    no_download: bool = _opt(False, "never download missing dataset files (offline use); fail with a message "
+                              "naming the files to place instead")
     image_size: int = _opt(32, "side of the square training images in pixels (32 or 64); smaller "
                            "datasets are padded (mnist) or upsampled (digits) to it")
     # --- model (paper 3.1) ---

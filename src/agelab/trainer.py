@@ -32,7 +32,7 @@ from agelab.models.age import AGE, GameConfig, ModelConfig
 from agelab.runs import MetricsLog, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
-RESUMABLE_CHANGES = ("iterations", "device", "threads", "log_every", "sample_every", "ckpt_every", "keep_ckpts")
+RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "log_every", "sample_every", "ckpt_every", "keep_ckpts")
 
 
 class TrainingError(RuntimeError):
@@ -151,8 +151,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
         torch.set_num_threads(cfg.threads)
 
     # Data first: a missing dataset must fail before any run folder exists.
-    train_data = load_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root)
-    test_data = load_dataset(cfg.dataset, "test", cfg.image_size, cfg.data_root)
+    train_data = load_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, not cfg.no_download, progress)
+    test_data = load_dataset(cfg.dataset, "test", cfg.image_size, cfg.data_root, not cfg.no_download, progress)
     order = BatchOrder(len(train_data), cfg.batch_size, cfg.seed)
 
     torch.manual_seed(cfg.seed)

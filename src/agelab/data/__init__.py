@@ -63,8 +63,14 @@ def fit_to_size(images: Tensor, size: int) -> Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
-def load_dataset(name: str, split: str = "train", image_size: int = 32, data_root: str | None = None) -> ImageData:
-    """Load a dataset split at the given size. ``split`` is 'train' or 'test'."""
+def load_dataset(name: str, split: str = "train", image_size: int = 32, data_root: str | None = None,
+                 allow_download: bool = False, progress: bool = True) -> ImageData:
+    """Load a dataset split at the given size. ``split`` is 'train' or 'test'.
+
+    ``allow_download`` lets sources with an official direct link fetch missing
+    files into the first data root (checksummed); without it, missing files give
+    a :class:`DatasetError` naming the files and where to put them.
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == "digits":
@@ -76,7 +82,11 @@ def load_dataset(name: str, split: str = "train", image_size: int = 32, data_roo
 
         data = load_mnist_split(split, data_roots(data_root))
     else:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of digits, mnist")
+        from agelab.data.sources import SOURCES
+
+        if name not in SOURCES:
+            raise DatasetError(f"unknown dataset {name!r}; choose one of digits, mnist, {', '.join(SOURCES)}")
+        data = SOURCES[name](split, data_roots(data_root), allow_download=allow_download, progress=progress)
     data.images = fit_to_size(data.images, image_size).contiguous()
     return data
 
