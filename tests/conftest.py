@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from agelab.config import TrainConfig
+from agelab.cli import main
 
 # One intra-op thread: on a 2-core machine (maybe shared with another training
 # process) torch's default of one thread per core oversubscribes the CPU and
@@ -146,3 +147,16 @@ def run_dirs(parent: Path) -> list[Path]:
     if not parent.exists():
         return []
     return sorted(p for p in parent.iterdir() if p.is_dir())
+
+
+def invoke(argv, capsys) -> tuple[int | None, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr). An escaping exception gives code None."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    except BaseException as exc:  # what a user would see as a traceback
+        out, err = capsys.readouterr()
+        return None, out, err + f"\nTraceback (escaped {type(exc).__name__}: {exc})"
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -15,26 +15,12 @@ import pytest
 from PIL import Image
 
 from agelab.checkpoint import list_checkpoints
-from agelab.cli import main
 from agelab.config import config_fields
 from agelab.runs import read_metrics, read_status
-from conftest import fake_mnist_arrays, flip_byte, idx_bytes, run_dirs, write_idx_gz
+from conftest import fake_mnist_arrays, flip_byte, idx_bytes, invoke, run_dirs, write_idx_gz
 
 TINY_ARGS = ["--width", "4", "--latent-dim", "4", "--batch-size", "8", "--iterations", "4", "--log-every", "2",
              "--sample-every", "2", "--ckpt-every", "2", "--no-progress"]
-
-
-def invoke(argv, capsys) -> tuple[int | None, str, str]:
-    """Run the CLI in-process: (exit code, stdout, stderr). An escaping exception gives code None."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    except BaseException as exc:  # what a user would see as a traceback
-        out, err = capsys.readouterr()
-        return None, out, err + f"\nTraceback (escaped {type(exc).__name__}: {exc})"
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def grid_size(n: int, nrow: int, side: int = 32, pad: int = 2) -> tuple[int, int]:

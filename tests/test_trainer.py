@@ -208,12 +208,14 @@ def test_missing_dataset_fails_before_a_run_folder_exists(tmp_path, tiny_cfg):
 
 def test_non_finite_loss_stops_training_with_failed_status(monkeypatch, tiny_cfg):
     monkeypatch.setattr(age, "kl_gaussian", lambda z: z.sum() * float("nan"))
-    with pytest.raises(TrainingError, match="non-finite loss"):
+    with pytest.raises(TrainingError, match="non-finite loss at iteration 1 .*3 rollback"):
         train(tiny_cfg(iterations=4, log_every=2), progress=False)
     (run,) = run_dirs(Path(tiny_cfg().out_dir))
     status = read_status(run)
     assert status["state"] == "failed" and "TrainingError" in status["error"]
-    assert list_checkpoints(run / "checkpoints") == []  # nothing non-finite was saved
+    # nothing non-finite was saved: only the initial checkpoint, every rollback went back to it
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-0000000"]
+    assert all(v.isfinite().all() for v in final_weights(run, 0).values())
 
 
 def test_sigterm_checkpoints_and_leaves_a_resumable_run(monkeypatch, tiny_cfg):
@@ -238,7 +240,7 @@ def test_sigterm_checkpoints_and_leaves_a_resumable_run(monkeypatch, tiny_cfg):
     run = train(tiny_cfg(iterations=8, ckpt_every=100, log_every=100), progress=False)
     status = read_status(run)
     assert status["state"] == "interrupted" and status["step"] == 3 and status["signal"] == "SIGTERM"
-    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-0000003"]
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-0000000", "step-0000003"]  # initial + on SIGTERM
     assert signal.getsignal(signal.SIGTERM) is handler_before  # the trainer's handler is uninstalled
 
     monkeypatch.setattr(trainer, "build_model", build)

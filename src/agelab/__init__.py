@@ -38,6 +38,8 @@ def load(path: str | PathLike, device: str = "cpu"):
     model.checkpoint_path = ckpt
     try:
         dev = torch.device(device)
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise RuntimeError("only cpu, cuda and mps devices can run a model")
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available")
     except RuntimeError as exc:

@@ -7,9 +7,11 @@ A checkpoint is a folder ``checkpoints/step-NNNNNNN/`` holding
     state.pt            optimiser states, step, RNG states; loaded with torch.load(weights_only=True)
     manifest.json       step and the sha256 of each file above
 
-It is written into a hidden temporary folder and renamed into place only when
-complete, so a crash never leaves a half-written checkpoint under a valid name.
-Loading verifies every checksum before reading anything.
+It is written into a hidden temporary folder ``.tmp-step-NNNNNNN-<pid>`` and
+renamed into place only when complete, so a crash never leaves a half-written
+checkpoint under a valid name (a kill mid-write leaves only the temporary folder,
+which :func:`remove_stale_temporaries` clears on resume). Loading verifies every
+checksum before reading anything.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
@@ -76,7 +80,10 @@ def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, model_co
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
         manifest = {"format": FORMAT_VERSION, "step": step, "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        with open(tmp / MANIFEST, "w") as f:
+            f.write(json.dumps(manifest, indent=2, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
         if final.exists():  # re-saving the same step (e.g. after a resume): replace it
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -87,6 +94,38 @@ def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, model_co
     for old in list_checkpoints(ckpt_root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but is not ours, or cannot tell: assume alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(ckpt_root: Path) -> list[Path]:
+    """Delete ``.tmp-*`` folders left by a process killed mid-save; return what was removed.
+
+    A temporary folder whose writer (the pid in its name) is still alive is left alone.
+    """
+    removed = []
+    if not ckpt_root.is_dir():
+        return removed
+    for p in ckpt_root.iterdir():
+        if not p.name.startswith(".tmp-"):
+            continue
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
@@ -105,8 +144,13 @@ def verify_checkpoint(path: Path) -> dict:
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
+        if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+            raise TypeError(f"{MANIFEST} 'files' is not a name -> sha256 mapping")
     except (ValueError, KeyError, TypeError):
         raise CheckpointError(f"{path}: unreadable {MANIFEST}") from None
+    for name in ("model.safetensors", "model.json", "state.pt"):
+        if name not in files:
+            raise CheckpointError(f"{path}: {MANIFEST} lists no checksum for {name}")
     for name, digest in files.items():
         f = path / name
         if not f.is_file():
@@ -119,8 +163,16 @@ def verify_checkpoint(path: Path) -> dict:
 def load_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Verified (model_config, weights) of a checkpoint folder."""
     verify_checkpoint(path)
-    model_config = json.loads((path / "model.json").read_text())
-    weights = load_file(str(path / "model.safetensors"))
+    try:
+        model_config = json.loads((path / "model.json").read_text())
+        if not isinstance(model_config, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: unreadable model.json ({str(exc).splitlines()[0]})") from None
+    try:
+        weights = load_file(str(path / "model.safetensors"))
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: unreadable model.safetensors ({str(exc).splitlines()[0]})") from None
     return model_config, weights
 
 
@@ -129,8 +181,14 @@ def load_state(path: Path) -> dict:
     verify_checkpoint(path)
     try:
         return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses pickled code: say so plainly
-        raise CheckpointError(f"{path}: refusing to load state.pt ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # weights_only refuses pickled code: say so plainly, in one line
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()] or [""]
+        why = next((line.split("WeightsUnpickler error:", 1)[1].split(". ")[0].strip() for line in lines
+                    if "WeightsUnpickler error:" in line), None)
+        if why is not None:
+            raise CheckpointError(f"{path}: refusing to load state.pt: it holds pickled objects that are not plain "
+                                  f"data, which could run code ({why})") from None
+        raise CheckpointError(f"{path}: refusing to load state.pt ({type(exc).__name__}: {lines[0]})") from None
 
 
 def latest_good_checkpoint(ckpt_root: Path) -> Path | None:

@@ -13,7 +13,7 @@ import sys
 import typing
 from pathlib import Path
 
-from agelab.config import PRESETS, ConfigError, TrainConfig, build_config, config_fields
+from agelab.config import PRESETS, ConfigError, build_config, config_fields
 
 EXIT_USAGE = 2
 
@@ -86,9 +86,24 @@ def _run_dir_of(path: Path) -> Path | None:
     return None
 
 
+def _check_output(option: str, path: str | None, suffix: str) -> None:
+    """Fail before any work (and before writing anything) when an output path cannot be written."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise UsageError(f"{option}: expected a {suffix} file name, got {path!r}")
+    if p.is_dir():
+        raise UsageError(f"{option}: {path} is a folder")
+    if not p.parent.is_dir():
+        raise UsageError(f"{option}: folder {p.parent} does not exist")
+
+
 def _load(args):
     import agelab
 
+    _check_output("--out", args.out, ".png")
+    _check_output("--npz", getattr(args, "npz", None), ".npz")
     return agelab.load(args.run, device=args.device)
 
 
@@ -106,7 +121,17 @@ def _held_out(args, model):
     from agelab.data import load_dataset, to_float
 
     run = _run_dir_of(Path(args.run))
-    saved = json.loads((run / "config.json").read_text()) if run else {}
+    saved = {}
+    if run:
+        try:
+            saved = json.loads((run / "config.json").read_text())
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:  # damaged config.json: usable only when --dataset says what to read
+            if not args.dataset:
+                raise UsageError(f"{run / 'config.json'} is unreadable ({str(exc).splitlines()[0]}); "
+                                 "pass --dataset (and --data-root)") from None
+            saved = {}
     dataset = args.dataset or saved.get("dataset")
     if dataset is None:
         raise UsageError("--dataset is needed: the checkpoint is not inside a run folder with a config.json")
@@ -173,12 +198,31 @@ def _positive(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    from agelab.trainer import SEED_MAX
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{SEED_MAX}, got {text!r}") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{SEED_MAX}, got {v}")
+    return v
+
+
+def _device(text: str) -> str:
+    if text in ("cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
 def _model_command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help)
     p.add_argument("run", metavar="RUN", help="a run folder (its newest good checkpoint is used) or a checkpoint folder")
     p.add_argument("--out", help="output PNG path (default: RUN/outputs/...)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default="cpu", help="device to run the model on (default: cpu)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", type=_device, default="cpu", help="device to run the model on: cpu, cuda or cuda:N "
+                   "(default: cpu)")
     p.set_defaults(func=func)
     return p
 

@@ -71,6 +71,8 @@ class TrainConfig:
     lr_halve_every: int = _opt(0, "halve the learning rate every this many iterations (0 = never)")
     iterations: int = _opt(1500, "training iterations; one iteration = 1 encoder update + n_gen_steps "
                            "generator updates on one data batch")
+    max_rollbacks: int = _opt(3, "on a non-finite loss or weight, roll back to the last good checkpoint with the "
+                              "learning rate halved, at most this many times; then stop with an error (0 = stop at once)")
     # --- bookkeeping ---
     seed: int = _opt(0, "random seed (data order, initialisation, latent samples)")
     log_every: int = _opt(25, "write a metrics.jsonl line every this many iterations")
@@ -116,8 +118,9 @@ class TrainConfig:
             raise bad("knn_k", f"k={self.knn_k} needs a batch larger than k")
         if self.divergence == "knn" and self.knn_prior_samples < self.knn_k:
             raise bad("knn_k", f"k={self.knn_k} needs at least k prior samples (--knn-prior-samples)")
-        if self.lr_halve_every < 0 or self.threads < 0:
-            raise bad("lr_halve_every" if self.lr_halve_every < 0 else "threads", "must be >= 0")
+        for name in ("lr_halve_every", "threads", "max_rollbacks"):
+            if getattr(self, name) < 0:
+                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
         if not self.tag or any(c in self.tag for c in "/\\\0") or self.tag.startswith("."):
             raise bad("tag", f"invalid run tag {self.tag!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

@@ -1,7 +1,9 @@
 """Run folders: ``runs/NNNNN-<dataset>-<tag>/`` with config, metrics and status.
 
 Folder numbers are claimed with ``mkdir``, which is atomic: two processes that
-start at the same moment never get the same folder.
+start at the same moment never get the same folder. Where ``fcntl`` exists, the
+listing and the ``mkdir`` also run under an exclusive lock on ``<out_dir>/.lock``,
+so two runs with different datasets or tags never share a number either.
 """
 
 from __future__ import annotations
@@ -10,23 +12,49 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: mkdir alone still keeps folders apart
+    fcntl = None
+
 _RUN_RE = re.compile(r"^(\d{5,})-")
+
+
+@contextmanager
+def _locked(parent: Path):
+    """Exclusive lock on ``parent/.lock`` (between processes and threads; released by the kernel on a kill)."""
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(parent / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock, a read-only folder: mkdir alone decides
+            if fd is not None:
+                os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
 
 
 def create_run_dir(out_dir: str | os.PathLike, dataset: str, tag: str) -> Path:
     parent = Path(out_dir)
     parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(1000):
-        taken = [int(m.group(1)) for p in parent.iterdir() if (m := _RUN_RE.match(p.name))]
-        run = parent / f"{max(taken, default=-1) + 1:05d}-{dataset}-{tag}"
-        try:
-            run.mkdir()
-        except FileExistsError:  # another process claimed this number first
-            continue
-        return run
-    raise RuntimeError(f"could not claim a run folder in {parent}")
+    with _locked(parent):
+        for _ in range(1000):
+            taken = [int(m.group(1)) for p in parent.iterdir() if (m := _RUN_RE.match(p.name))]
+            run = parent / f"{max(taken, default=-1) + 1:05d}-{dataset}-{tag}"
+            try:
+                run.mkdir()
+            except FileExistsError:  # another process claimed this number first (no fcntl)
+                continue
+            return run
+    raise OSError(f"could not claim a run folder in {parent}")
 
 
 def write_status(run_dir: Path, state: str, **extra) -> None:
@@ -68,9 +96,11 @@ class MetricsLog:
                 record = json.loads(line)
             except ValueError:  # a line torn by a kill mid-write
                 continue
-            if record.get("step", 0) <= step:
+            if isinstance(record, dict) and isinstance(record.get("step", 0), int) and record.get("step", 0) <= step:
                 keep.append(line)
-        self.path.write_text("".join(line + "\n" for line in keep))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")  # atomic: a kill now must not lose the log
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, self.path)
 
     def write(self, step: int, values: dict) -> None:
         record = {"step": step, **values}
@@ -86,14 +116,17 @@ class MetricsLog:
             self.tb.close()
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: Path, events: bool = False) -> list[dict]:
+    """The metric records of ``metrics.jsonl``; with ``events``, also event lines (e.g. ``"event": "rollback"``)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
     records = []
     for line in path.read_text().splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:  # a torn line from a killed process
             continue
+        if isinstance(record, dict) and (events or "event" not in record):
+            records.append(record)
     return records

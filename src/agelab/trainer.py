@@ -5,9 +5,14 @@
         for phase in model.phases():              # AGE: encoder x1, generator x n_gen_steps
             freeze all parameters but phase.module's
             repeat phase.repeats times: zero_grad, loss = phase.loss(x), backward, step
-        every log_every:    one line in metrics.jsonl (the only host sync)
+        every log_every:    one line in metrics.jsonl (the only host syncs, with the divergence check)
         every sample_every: sample and reconstruction grids
-        every ckpt_every:   an atomic checkpoint
+        every ckpt_every:   an atomic checkpoint, after the divergence check (never of non-finite weights)
+
+Divergence guard: every loss is accumulated into an on-device "all finite" flag;
+at log and checkpoint steps the flag and the weights are checked, and a
+non-finite value rolls model, optimisers, RNG and step back to the newest good
+checkpoint with the learning rate halved (at most ``max_rollbacks`` times).
 
 The trainer knows nothing of AGE: losses, passes and what is detached live in
 the model (:mod:`agelab.models.age`).
@@ -15,7 +20,9 @@ the model (:mod:`agelab.models.age`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import signal
 import time
@@ -32,7 +39,10 @@ from agelab.models.age import AGE, GameConfig, ModelConfig
 from agelab.runs import MetricsLog, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
-RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "log_every", "sample_every", "ckpt_every", "keep_ckpts")
+RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
+                     "max_rollbacks")
+SEED_MAX = 2**32 - 1  # seeds of torch generators; BatchOrder multiplies it by ~1e6
+MAX_THREADS = 1024
 
 
 class TrainingError(RuntimeError):
@@ -123,6 +133,41 @@ def check_resume_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
     return saved.replace(**{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE_CHANGES}).validate()
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    """The validated config.json of a run folder; a damaged one is a CheckpointError naming the file."""
+    path = run_dir / "config.json"
+    try:
+        cfg = TrainConfig.from_dict(json.loads(path.read_text()))
+        for f in dataclasses.fields(cfg):  # JSON edited by hand: a string or a float where an int belongs
+            v, kind = getattr(cfg, f.name), type(f.default) if f.default is not None else str
+            if not (v is None and f.default is None or isinstance(v, kind if kind is not float else (int, float))
+                    and not (isinstance(v, bool) and kind is not bool)):
+                raise TypeError(f"{f.name} = {v!r} is not of type {kind.__name__}")
+        return cfg.validate()
+    except (ValueError, TypeError, AttributeError) as exc:  # bad JSON or values (ConfigError is a ValueError)
+        raise ckpt.CheckpointError(f"{path}: not a valid run config ({_first_line(exc)})") from None
+
+
+def load_train_state(path: Path) -> dict:
+    """The verified state.pt of checkpoint ``path``, checked to hold what a resume needs."""
+    state = ckpt.load_state(path)
+    try:
+        ok = (isinstance(state["step"], int) and state["step"] >= 0 and isinstance(state["optimizers"], dict)
+              and isinstance(state["rng"]["torch"], torch.Tensor)
+              and math.isfinite(float(state.get("lr_scale", 1.0))) and float(state.get("lr_scale", 1.0)) > 0
+              and isinstance(state.get("rollbacks", 0), int))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise ckpt.CheckpointError(f"{path}: state.pt lacks a valid step, optimiser or RNG state")
+    return state
+
+
 def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = None,
           overrides: dict | None = None, progress: bool = True) -> Path:
     """Train a model and return its run folder.
@@ -130,22 +175,29 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
     ``cfg`` starts a new run. ``resume`` (a run folder) continues that run from
     its newest good checkpoint with the run's saved config; ``overrides`` may
     change only the options in ``RESUMABLE_CHANGES`` (e.g. more iterations).
+
+    A non-finite loss or weight rolls the run back to its newest good checkpoint
+    with the learning rate halved, at most ``cfg.max_rollbacks`` times; then a
+    :class:`TrainingError` names the iteration and the losses.
     """
     start_step, state = 0, None
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.json").is_file():
             raise ckpt.CheckpointError(f"{run_dir}: not a run folder (no config.json)")
-        saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        cfg = check_resume_config(saved, overrides or {})
+        cfg = check_resume_config(read_run_config(run_dir), overrides or {})
         ckpt_path = ckpt.latest_good_checkpoint(run_dir / "checkpoints")
         if ckpt_path is None:
             raise ckpt.CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
-        state = ckpt.load_state(ckpt_path)
-        start_step = int(state["step"])
+        state = load_train_state(ckpt_path)
+        start_step = state["step"]
     elif cfg is None:
         raise ValueError("train() needs a config or a run folder to resume")
     cfg = cfg.validate()
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"--seed: must be in 0..{SEED_MAX}, got {cfg.seed}")
+    if cfg.threads > MAX_THREADS:  # torch crashes (SIGSEGV) on absurd thread counts
+        raise ConfigError(f"--threads: must be <= {MAX_THREADS}, got {cfg.threads}")
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -156,33 +208,68 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
     order = BatchOrder(len(train_data), cfg.batch_size, cfg.seed)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, train_data.channels).to(device)
+    try:
+        model = build_model(cfg, train_data.channels).to(device)
+    except (RuntimeError, MemoryError) as exc:  # e.g. --latent-dim 10**11: the allocator gives up
+        if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
+            raise
+        raise ConfigError(f"--width/--latent-dim: cannot build a model this large ({_first_line(exc)})") from None
     phases = model.phases()
     optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
                   for p in phases}
 
-    if state is not None:
-        model_cfg, weights = ckpt.load_model_files(ckpt_path)
+    def restore(path: Path, st: dict) -> None:
+        """Weights, optimiser states and RNG of checkpoint ``path``, whose checked state.pt is ``st``."""
+        model_cfg, weights = ckpt.load_model_files(path)
         if model_cfg != model.cfg.to_dict():
-            raise ckpt.CheckpointError(f"{ckpt_path}: checkpoint is of another model config than {run_dir}/config.json")
-        model.load_state_dict(weights)
-        for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        _set_rng_state(state["rng"])
+            raise ckpt.CheckpointError(f"{path}: checkpoint is of another model config than {run_dir}/config.json")
+        try:
+            model.load_state_dict(weights)
+            for name, opt in optimizers.items():
+                opt.load_state_dict(st["optimizers"][name])
+            _set_rng_state(st["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise ckpt.CheckpointError(f"{path}: does not fit this run "
+                                       f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+    lr_scale, rollbacks = 1.0, 0  # divergence guard: learning-rate factor and rollbacks so far (checkpointed)
+    if state is not None:
+        restore(ckpt_path, state)
+        lr_scale, rollbacks = float(state.get("lr_scale", 1.0)), int(state.get("rollbacks", 0))
     else:
-        run_dir = create_run_dir(cfg.out_dir, cfg.dataset, cfg.tag)
+        try:
+            run_dir = create_run_dir(cfg.out_dir, cfg.dataset, cfg.tag)
+        except OSError as exc:  # a file in the way, no permission, a full disk
+            why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+            raise OSError(f"--out-dir: cannot create a run folder in {cfg.out_dir} ({why or exc})") from None
         (run_dir / "config.json").write_text(cfg.to_json())
+    ckpt_root = run_dir / "checkpoints"
 
     images = train_data.images.to(device)  # (N, C, S, S) uint8, resident on the device
     fixed_test = to_float(test_data.images[:32]).to(device)  # held-out images for the reconstruction grid
 
     def save(step: int) -> None:
-        st = {"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state()}
-        ckpt.save_checkpoint(run_dir / "checkpoints", step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
+        st = {"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(),
+              "lr_scale": lr_scale, "rollbacks": rollbacks}
+        ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
 
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    finite = torch.ones((), dtype=torch.bool, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since segment_start was finite
+    finite_iters = torch.zeros((), dtype=torch.long, device=device)  # iterations since then before the first non-finite one
+    segment_start = start_step
+
+    def trouble() -> str | None:
+        """What is non-finite (losses since the segment start, or any weight), else None. Two host syncs."""
+        if not bool(finite):
+            losses = ", ".join(f"{k}={(sums[k] / counts[k]).item():.4g}" for k in sorted(sums) if k.endswith("/loss"))
+            return f"non-finite loss at iteration {segment_start + int(finite_iters) + 1} ({losses})"
+        tensors = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+        if not bool(torch.stack([torch.isfinite(v).all() for v in tensors.values()]).all()):
+            bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
+            return f"non-finite weights at iteration {step} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+        return None
+
     t_window, n_window = time.perf_counter(), 0
     step = start_step
     stopped_by = None
@@ -191,12 +278,15 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
     log = None
     try:
         write_status(run_dir, "running", step=start_step)
+        ckpt.remove_stale_temporaries(ckpt_root)  # left by a process killed mid-save
         log = MetricsLog(run_dir)
         log.truncate_after(start_step)
         with _stop_on_signals() as flag:
+            if state is None:
+                save(0)  # a rollback target from the start, and a resume point before the first checkpoint
             model.train()
             while step < cfg.iterations:
-                lr = cfg.lr * 0.5 ** (step // cfg.lr_halve_every) if cfg.lr_halve_every else cfg.lr
+                lr = cfg.lr * lr_scale * (0.5 ** (step // cfg.lr_halve_every) if cfg.lr_halve_every else 1.0)
                 x = to_float(images[order.indices(step).to(device)])  # (B, C, S, S) in [-1, 1]
                 for phase in phases:
                     for p in phases:  # only this phase's network gets weight gradients
@@ -214,14 +304,45 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
                             key = f"{phase.name}/{k}"
                             sums[key] = sums.get(key, 0) + v
                             counts[key] = counts.get(key, 0) + 1
+                finite_iters += finite
                 step += 1
                 n_window += x.shape[0]
                 bar.update(1)
 
-                if step % cfg.log_every == 0 or step == cfg.iterations:
-                    if not bool(finite):
-                        raise TrainingError(f"non-finite loss before step {step}; last losses: "
-                                            + ", ".join(f"{k}={(sums[k] / counts[k]).item():.4g}" for k in sums))
+                stop = flag["stop"] is not None and step < cfg.iterations
+                due_log = step % cfg.log_every == 0 or step == cfg.iterations
+                due_ckpt = step % cfg.ckpt_every == 0 or step == cfg.iterations or stop
+                problem = trouble() if due_log or due_ckpt else None  # always checked before a checkpoint
+                if problem is not None:
+                    if rollbacks >= cfg.max_rollbacks:
+                        raise TrainingError(f"{problem}; giving up after {rollbacks} rollback(s) "
+                                            f"(--max-rollbacks {cfg.max_rollbacks})")
+                    target = ckpt.latest_good_checkpoint(ckpt_root)
+                    if target is None:
+                        raise TrainingError(f"{problem}; no good checkpoint to roll back to")
+                    st = load_train_state(target)
+                    restore(target, st)
+                    detected, step = step, st["step"]
+                    lr_scale, rollbacks = lr_scale * 0.5, rollbacks + 1
+                    log.truncate_after(step)
+                    log.write(step, {"event": "rollback", "rollback": rollbacks, "lr_scale": lr_scale,
+                                     "detected_at": detected, "reason": problem})
+                    tqdm.write(f"agelab: {problem}; rolled back to iteration {step} with the learning rate "
+                               f"x{lr_scale:g} (rollback {rollbacks} of {cfg.max_rollbacks})")
+                    sums, counts = {}, {}
+                    finite.fill_(True)
+                    finite_iters.zero_()
+                    segment_start = step
+                    t_window, n_window = time.perf_counter(), 0
+                    bar.n = step
+                    bar.refresh()
+                    if stop:  # the rolled-back state, with its halved learning rate, is what a resume continues
+                        stopped_by = flag["stop"]
+                        save(step)
+                        break
+                    continue
+
+                if due_log:
                     dt = time.perf_counter() - t_window
                     values = {k: (sums[k] / counts[k]).item() for k in sorted(sums)}
                     values.update(epoch=step / order.per_epoch, lr=lr, img_per_s=n_window / max(dt, 1e-9))
@@ -232,11 +353,10 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
                     t_window, n_window = time.perf_counter(), 0
                 if step % cfg.sample_every == 0 or step == cfg.iterations:
                     write_grids(model, run_dir / "grids", step, fixed_test)
-                if step % cfg.ckpt_every == 0 or step == cfg.iterations:
+                if due_ckpt:
                     save(step)
-                if flag["stop"] is not None and step < cfg.iterations:
+                if stop:
                     stopped_by = flag["stop"]
-                    save(step)
                     break
         bar.close()
         if stopped_by is None:
@@ -247,7 +367,10 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
         bar.close()
         if log is not None:
             log.close()
-        write_status(run_dir, "failed", step=step, error=f"{type(exc).__name__}: {exc}")
+        try:
+            write_status(run_dir, "failed", step=step, error=f"{type(exc).__name__}: {exc}")
+        except OSError:  # e.g. the disk is full: the original error matters more
+            pass
         raise
     log.close()
     if stopped_by is not None:

@@ -73,6 +73,8 @@ def load_dataset(name: str, split: str = "train", image_size: int = 32, data_roo
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     if name == "digits":
         from agelab.data.digits import load_digits_split
 
