@@ -138,10 +138,12 @@ def agelab_path(preset: str, data_root: str, warmup: int, steps: int, device_nam
     from agelab.trainer import train
 
     p = PRESETS[preset]
+    layout = os.environ.get("AGELAB_BENCH_CHANNELS_LAST")  # "0"/"1" overrides agelab's default layout
+    extra = {} if layout is None else {"channels_last": layout == "1"}
     with tempfile.TemporaryDirectory() as out:
         cfg = build_config(None, dataset=p["dataset"], data_root=data_root, latent_dim=p["latent_dim"],
                            width=p["width"], batch_size=BATCH, iterations=warmup + steps, log_every=warmup,
-                           sample_every=10**9, ckpt_every=10**9, out_dir=out, device=device_name)
+                           sample_every=10**9, ckpt_every=10**9, out_dir=out, device=device_name, **extra)
         run = train(cfg, progress=False)
         records = [r for r in read_metrics(run) if "img_per_s" in r]
     device = torch.device(device_name)

@@ -82,6 +82,8 @@ class TrainConfig:
     out_dir: str = _opt("runs", "parent folder of the numbered run folders")
     tag: str = _opt("age", "short name appended to the run folder name")
     device: str = _opt("auto", "'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available)")
+    channels_last: bool = _opt(True, "keep images and activations in channels-last (NHWC) memory layout; "
+                               "same math, different convolution kernels")
     threads: int = _opt(0, "CPU threads for torch (0 = torch's default)")
 
     # ------------------------------------------------------------------

@@ -39,7 +39,7 @@ from agelab.models.age import AGE, GameConfig, ModelConfig
 from agelab.runs import MetricsLog, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
-RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
+RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "channels_last", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
                      "max_rollbacks")
 SEED_MAX = 2**32 - 1  # seeds of torch generators; BatchOrder multiplies it by ~1e6
 MAX_THREADS = 1024
@@ -210,6 +210,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(cfg, train_data.channels).to(device)
+        if cfg.channels_last:  # NHWC activations: faster convolutions on CPU and GPU (docs/performance.md)
+            model = model.to(memory_format=torch.channels_last)
     except (RuntimeError, MemoryError) as exc:  # e.g. --latent-dim 10**11: the allocator gives up
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
@@ -288,6 +290,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
             while step < cfg.iterations:
                 lr = cfg.lr * lr_scale * (0.5 ** (step // cfg.lr_halve_every) if cfg.lr_halve_every else 1.0)
                 x = to_float(images[order.indices(step).to(device)])  # (B, C, S, S) in [-1, 1]
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 for phase in phases:
                     for p in phases:  # only this phase's network gets weight gradients
                         p.module.requires_grad_(p is phase)
