@@ -28,8 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _field_type(f: dataclasses.Field):
-    t = f.type if not isinstance(f.type, str) else f.type
-    text = str(t)
+    text = str(f.type)  # a string under `from __future__ import annotations`
     if "bool" in text:
         return bool
     if "int" in text:
