@@ -24,6 +24,7 @@ def load(path: str | PathLike, device: str = "cpu"):
 
     from agelab.checkpoint import CheckpointError, load_model_files, resolve_checkpoint
     from agelab.config import ConfigError
+    from agelab.errors import first_line
     from agelab.models.age import AGE, ModelConfig
 
     ckpt = resolve_checkpoint(path)
@@ -34,7 +35,7 @@ def load(path: str | PathLike, device: str = "cpu"):
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise CheckpointError(f"{ckpt}: weights do not match model.json ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{ckpt}: weights do not match model.json ({first_line(exc)})") from None
     model.checkpoint_path = ckpt
     try:
         dev = torch.device(device)
@@ -43,7 +44,7 @@ def load(path: str | PathLike, device: str = "cpu"):
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available")
     except RuntimeError as exc:
-        raise ConfigError(f"--device: cannot use device {device!r} ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"--device: cannot use device {device!r} ({first_line(exc)})") from None
     return model.to(dev).eval().requires_grad_(False)
 
 

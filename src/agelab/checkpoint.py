@@ -28,6 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from agelab.errors import first_line
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -168,11 +170,11 @@ def load_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         if not isinstance(model_config, dict):
             raise ValueError("not a JSON object")
     except ValueError as exc:
-        raise CheckpointError(f"{path}: unreadable model.json ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: unreadable model.json ({first_line(exc)})") from None
     try:
         weights = load_file(str(path / "model.safetensors"))
     except SafetensorError as exc:
-        raise CheckpointError(f"{path}: unreadable model.safetensors ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: unreadable model.safetensors ({first_line(exc)})") from None
     return model_config, weights
 
 

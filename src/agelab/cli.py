@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from agelab.config import PRESETS, ConfigError, build_config, config_fields
+from agelab.errors import first_line
 
 EXIT_USAGE = 2
 
@@ -128,7 +129,7 @@ def _held_out(args, model):
                 raise ValueError("not a JSON object")
         except ValueError as exc:  # damaged config.json: usable only when --dataset says what to read
             if not args.dataset:
-                raise UsageError(f"{run / 'config.json'} is unreadable ({str(exc).splitlines()[0]}); "
+                raise UsageError(f"{run / 'config.json'} is unreadable ({first_line(exc)}); "
                                  "pass --dataset (and --data-root)") from None
             saved = {}
     dataset = args.dataset or saved.get("dataset")
@@ -276,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, ConfigError, DatasetError, CheckpointError, TrainingError, OSError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"agelab {args.command}: error: {msg}", file=sys.stderr)
+        print(f"agelab {args.command}: error: {first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("agelab: interrupted", file=sys.stderr)

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from agelab import checkpoint as ckpt
 from agelab.config import ConfigError, TrainConfig
 from agelab.data import ImageData, load_dataset, to_float
+from agelab.errors import first_line
 from agelab.models.age import AGE, GameConfig, ModelConfig
 from agelab.runs import MetricsLog, create_run_dir, write_status
 
@@ -133,9 +134,17 @@ def check_resume_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
     return saved.replace(**{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE_CHANGES}).validate()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _fits_field(value, default) -> bool:
+    """Whether a value read from JSON has the type of a TrainConfig field with this default."""
+    if default is None:  # optional strings (data_root)
+        return value is None or isinstance(value, str)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # JSON true/false where a number belongs
+        return False
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
@@ -144,13 +153,13 @@ def read_run_config(run_dir: Path) -> TrainConfig:
     try:
         cfg = TrainConfig.from_dict(json.loads(path.read_text()))
         for f in dataclasses.fields(cfg):  # JSON edited by hand: a string or a float where an int belongs
-            v, kind = getattr(cfg, f.name), type(f.default) if f.default is not None else str
-            if not (v is None and f.default is None or isinstance(v, kind if kind is not float else (int, float))
-                    and not (isinstance(v, bool) and kind is not bool)):
-                raise TypeError(f"{f.name} = {v!r} is not of type {kind.__name__}")
+            value = getattr(cfg, f.name)
+            if not _fits_field(value, f.default):
+                kind = type(f.default) if f.default is not None else str
+                raise TypeError(f"{f.name} = {value!r} is not of type {kind.__name__}")
         return cfg.validate()
     except (ValueError, TypeError, AttributeError) as exc:  # bad JSON or values (ConfigError is a ValueError)
-        raise ckpt.CheckpointError(f"{path}: not a valid run config ({_first_line(exc)})") from None
+        raise ckpt.CheckpointError(f"{path}: not a valid run config ({first_line(exc)})") from None
 
 
 def load_train_state(path: Path) -> dict:
@@ -215,7 +224,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
     except (RuntimeError, MemoryError) as exc:  # e.g. --latent-dim 10**11: the allocator gives up
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
-        raise ConfigError(f"--width/--latent-dim: cannot build a model this large ({_first_line(exc)})") from None
+        raise ConfigError(f"--width/--latent-dim: cannot build a model this large ({first_line(exc)})") from None
     phases = model.phases()
     optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
                   for p in phases}
@@ -232,7 +241,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
             _set_rng_state(st["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise ckpt.CheckpointError(f"{path}: does not fit this run "
-                                       f"({type(exc).__name__}: {_first_line(exc)})") from None
+                                       f"({type(exc).__name__}: {first_line(exc)})") from None
 
     lr_scale, rollbacks = 1.0, 0  # divergence guard: learning-rate factor and rollbacks so far (checkpointed)
     if state is not None:

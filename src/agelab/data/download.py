@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from agelab.data import DatasetError
+from agelab.errors import one_line
 
 CHUNK = 1 << 20  # bytes per read
 TIMEOUT = 60.0  # seconds without data before a download fails
@@ -34,10 +35,6 @@ USER_AGENT = "agelab-dataset-download/0.1 (+python-urllib)"
 
 # ``url`` entries of ensure_files: one URL, several mirrors tried in order, or None (no direct link).
 Url = str | Sequence[str] | None
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def file_digests(path: Path, sha256: bool = True, md5: bool = True) -> dict[str, str]:
@@ -119,7 +116,7 @@ def download(url: str, dest: Path, sha256: str | None = None, md5: str | None = 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DatasetError(f"cannot download {url}: cannot create {dest.parent}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot download {url}: cannot create {dest.parent}: {one_line(exc)}") from None
     tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
     try:
         with open(tmp, "xb") as out:
@@ -134,9 +131,9 @@ def download(url: str, dest: Path, sha256: str | None = None, md5: str | None = 
         if isinstance(exc, urllib.error.HTTPError):
             reason = f"HTTP {exc.code} {exc.reason}"
         elif isinstance(exc, urllib.error.URLError):
-            reason = _one_line(exc.reason)
+            reason = one_line(exc.reason)
         elif isinstance(exc, (OSError, http.client.HTTPException, ValueError)):
-            reason = f"{type(exc).__name__}: {_one_line(exc) or 'no details'}"
+            reason = f"{type(exc).__name__}: {one_line(exc) or 'no details'}"
         else:
             raise
         raise DatasetError(f"cannot download {url}: {reason}") from None

@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from agelab.data import DatasetError, ImageData
 from agelab.data.download import ensure_files
+from agelab.errors import one_line
 
 WORKERS = 2  # decoding threads (Pillow releases the GIL while decoding)
 CHUNK = 64  # images per decoding task
@@ -139,10 +140,6 @@ def _searched(roots: Sequence[Path], subdirs: Sequence[str]) -> str:
 
 def _natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def _image_data(name: str, split: str, images_nhwc: np.ndarray, labels) -> ImageData:
@@ -251,9 +248,9 @@ def _open_tree(path: Path, keep: Callable[[str], bool] = lambda name: True) -> _
     except DatasetError:
         raise
     except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, ValueError) as exc:
-        raise DatasetError(f"cannot read {path}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot read {path}: {one_line(exc)}") from None
     except Exception as exc:  # zlib.error, lzma.LZMAError ... from a damaged archive
-        raise DatasetError(f"cannot read {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot read {path}: {type(exc).__name__}: {one_line(exc)}") from None
 
 
 def _archives(folder: Path, patterns: Sequence[str]) -> list[Path]:
@@ -380,7 +377,7 @@ def _decode(items: Sequence[tuple[str, object]], convert: Callable[[Image.Image]
                 else:
                     out[i] = arr
             except Exception as exc:  # any decoder failure makes this one image unreadable
-                errs.append((i, name, f"{type(exc).__name__}: {_one_line(exc)}"))
+                errs.append((i, name, f"{type(exc).__name__}: {one_line(exc)}"))
         return hi - lo, errs
 
     bar = tqdm(total=n, desc=desc, unit="img", leave=False, disable=None if progress and n >= 1000 else True)
@@ -447,7 +444,7 @@ def load_fashion_mnist(split: str, roots: list[Path], allow_download: bool = Fal
     try:
         images, labels = read_idx(found[0]), read_idx(found[1])
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"cannot read Fashion-MNIST from {found[0].parent}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot read Fashion-MNIST from {found[0].parent}: {one_line(exc)}") from None
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
         raise DatasetError(f"Fashion-MNIST files in {found[0].parent} have unexpected shapes "
                            f"{images.shape}, {labels.shape}")
@@ -524,7 +521,7 @@ def read_cifar_batch(f, where: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = SafeCifarUnpickler(f, encoding="latin1").load()
     except Exception as exc:  # UnpicklingError, EOFError, ValueError, TypeError ...
-        raise DatasetError(f"cannot read CIFAR-10 batch {where}: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot read CIFAR-10 batch {where}: {type(exc).__name__}: {one_line(exc)}") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"CIFAR-10 batch {where} is not a dict")
 
@@ -558,7 +555,7 @@ def _cifar_from_batches(split: str, source: Path) -> ImageData:
                 with open(path, "rb") as f:
                     parts[b] = read_cifar_batch(f, str(path))
             except OSError as exc:
-                raise DatasetError(f"cannot read CIFAR-10 batch {path}: {_one_line(exc)}") from None
+                raise DatasetError(f"cannot read CIFAR-10 batch {path}: {one_line(exc)}") from None
     else:
         try:
             with tarfile.open(source, "r|*") as tf:
@@ -567,7 +564,7 @@ def _cifar_from_batches(split: str, source: Path) -> ImageData:
                     if m.isfile() and base in wanted and base not in parts:
                         parts[base] = read_cifar_batch(tf.extractfile(m), f"{source}:{m.name}")
         except (OSError, EOFError, tarfile.TarError) as exc:
-            raise DatasetError(f"cannot read {source}: {_one_line(exc)}") from None
+            raise DatasetError(f"cannot read {source}: {one_line(exc)}") from None
         missing = [b for b in wanted if b not in parts]
         if missing:
             raise DatasetError(f"{source} lacks CIFAR-10 batch(es) {', '.join(missing)}")
@@ -682,7 +679,7 @@ def load_svhn(split: str, roots: list[Path], allow_download: bool = False, *, pr
         mat = scipy.io.loadmat(path, variable_names=["X", "y"])
         x, y = mat["X"], mat["y"]
     except Exception as exc:  # OSError, ValueError, MatReadError, NotImplementedError (v7.3), KeyError
-        raise DatasetError(f"cannot read SVHN from {path}: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot read SVHN from {path}: {type(exc).__name__}: {one_line(exc)}") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8 or y.size != x.shape[3]:
         raise DatasetError(f"{path}: expected X uint8 (32, 32, 3, N) and N labels, got X {x.dtype} {x.shape}, "
                            f"y {y.shape}")
@@ -748,7 +745,7 @@ def load_celeba(split: str, roots: list[Path], allow_download: bool = False, *, 
             if fields[1] == wanted:
                 files.append(fields[0])
     except OSError as exc:
-        raise DatasetError(f"cannot read {partition}: {_one_line(exc)}") from None
+        raise DatasetError(f"cannot read {partition}: {one_line(exc)}") from None
     with _open_tree(images) as tree:
         by_base = {n.rsplit("/", 1)[-1]: n for n in tree.names}
         missing = [f for f in files if f not in by_base]
@@ -870,7 +867,7 @@ def _cars_annotations(path: Path) -> list[tuple[str, int]]:
         return [(str(f).strip(), int(c)) for f, c in zip(ann["fname"], ann["class"])]
     except Exception as exc:
         raise DatasetError(f"cannot read Stanford Cars annotations {path}: {type(exc).__name__}: "
-                           f"{_one_line(exc)}") from None
+                           f"{one_line(exc)}") from None
 
 
 def _cars_convert(im: Image.Image) -> np.ndarray:
