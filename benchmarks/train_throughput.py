@@ -1,6 +1,7 @@
 """Training throughput: a plain PyTorch AGE loop against `agelab train`'s real code path.
 
     python benchmarks/train_throughput.py --data-root ../shared/data [--preset cifar mnist] [--steps 30] [--repeats 3]
+        [--variants agelab agelab-compile] [--device cuda]
 
 For each preset both variants train the same nets (agelab's DCGAN-type encoder and
 generator) on the same decoded images, with the same batch, the same game (1 encoder
@@ -34,6 +35,14 @@ PRESETS = {
     "mnist": dict(dataset="mnist", latent_dim=10, width=32),
 }
 BATCH = 64
+# agelab variants: TrainConfig overrides on top of agelab's defaults ("agelab" = the defaults).
+VARIANTS = {
+    "agelab": {},
+    "agelab-nchw": {"channels_last": False},
+    "agelab-compile": {"compile": True},
+    "agelab-bf16": {"amp": "bf16"},  # GPU only
+    "agelab-bf16-compile": {"amp": "bf16", "compile": True},  # GPU only
+}
 
 
 def _peak_memory_mb(device) -> float:
@@ -127,7 +136,7 @@ def plain_loop(preset: str, data_root: str, warmup: int, steps: int, device_name
     return result
 
 
-def agelab_path(preset: str, data_root: str, warmup: int, steps: int, device_name: str) -> dict:
+def agelab_path(preset: str, data_root: str, warmup: int, steps: int, device_name: str, variant: str = "agelab") -> dict:
     """`agelab train` itself: the images/s of its second metrics window (after `warmup` iterations)."""
     import tempfile
 
@@ -140,6 +149,7 @@ def agelab_path(preset: str, data_root: str, warmup: int, steps: int, device_nam
     p = PRESETS[preset]
     layout = os.environ.get("AGELAB_BENCH_CHANNELS_LAST")  # "0"/"1" overrides agelab's default layout
     extra = {} if layout is None else {"channels_last": layout == "1"}
+    extra.update(VARIANTS[variant])
     with tempfile.TemporaryDirectory() as out:
         cfg = build_config(None, dataset=p["dataset"], data_root=data_root, latent_dim=p["latent_dim"],
                            width=p["width"], batch_size=BATCH, iterations=warmup + steps, log_every=warmup,
@@ -170,8 +180,8 @@ def matmul_gflops(device_name: str, n: int = 2048, reps: int = 10) -> float:
 def _child(args) -> None:
     if args.variant == "plain":
         out = plain_loop(args.child_preset, args.data_root, args.warmup, args.steps, args.device, args.flops)
-    elif args.variant == "agelab":
-        out = agelab_path(args.child_preset, args.data_root, args.warmup, args.steps, args.device)
+    elif args.variant in VARIANTS:
+        out = agelab_path(args.child_preset, args.data_root, args.warmup, args.steps, args.device, args.variant)
     else:
         out = {"gflops": matmul_gflops(args.device)}
     print("RESULT " + json.dumps(out))
@@ -196,7 +206,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     ap.add_argument("--steps", type=int, default=20, help="timed iterations")
     ap.add_argument("--repeats", type=int, default=3, help="measurements per variant (median reported)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--variants", nargs="+", default=["agelab"], choices=list(VARIANTS),
+                    help="agelab configurations to time against the plain loop (bf16 ones need a GPU)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--child", dest="variant", help=argparse.SUPPRESS)
     ap.add_argument("--child-preset", help=argparse.SUPPRESS)
@@ -215,18 +227,20 @@ def main() -> None:
     print(f"fp32 matmul: {peak:.1f} GFLOP/s on {args.device}")
     for preset in args.preset:
         flops = _run_child("plain", preset, args, flops=True).get("flops_per_iteration")
-        runs = {v: [_run_child(v, preset, args) for _ in range(args.repeats)] for v in ("plain", "agelab")}
+        variants = ["plain", *args.variants]
+        runs = {v: [_run_child(v, preset, args) for _ in range(args.repeats)] for v in variants}
         med = {v: statistics.median(r["images_per_s"] for r in runs[v]) for v in runs}
         mem = {v: max(r["peak_mb"] for r in runs[v]) for v in runs}
         achieved = {v: flops * med[v] / BATCH / 1e9 for v in runs}
         report["presets"][preset] = {"flops_per_iteration": flops, "images_per_s": med, "peak_mb": mem,
-                                     "ratio": med["agelab"] / med["plain"], "achieved_gflops": achieved,
-                                     "all": runs}
+                                     "ratio": {v: med[v] / med["plain"] for v in args.variants},
+                                     "achieved_gflops": achieved, "all": runs}
         print(f"\n{preset}: {flops / 1e9:.1f} GFLOP per iteration (1 encoder + 2 generator updates, batch {BATCH})")
-        for v in ("plain", "agelab"):
-            print(f"  {v:7s} {med[v]:8.1f} img/s  peak {mem[v]:7.0f} MB  {achieved[v]:6.1f} GFLOP/s "
-                  f"({achieved[v] / peak:.0%} of matmul)")
-        print(f"  ratio agelab / plain: {med['agelab'] / med['plain']:.2f}x (median of {args.repeats})")
+        for v in variants:
+            ratio = "" if v == "plain" else f"  ratio {med[v] / med['plain']:.2f}x"
+            print(f"  {v:20s} {med[v]:9.1f} img/s  peak {mem[v]:7.0f} MB  {achieved[v]:8.1f} GFLOP/s "
+                  f"({achieved[v] / peak:.0%} of matmul){ratio}")
+        print(f"  (median of {args.repeats} repeats; ratio = variant / plain)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

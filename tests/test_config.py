@@ -65,3 +65,40 @@ def test_validation_names_the_bad_option(change, option):
 def test_knn_k_larger_than_prior_samples_is_rejected():
     with pytest.raises(ConfigError, match="--knn"):
         TrainConfig(divergence="knn", knn_k=5, knn_prior_samples=2, batch_size=16).validate()
+
+
+def _doc_table(path) -> dict[str, dict[str, str]]:
+    """{preset: {option: value}} from the first markdown table of docs/presets.md."""
+    rows = [line.strip().strip("|").split("|") for line in path.read_text().splitlines() if line.startswith("| ")]
+    header = [c.strip().strip("`") for c in rows[0]]
+    table: dict[str, dict[str, str]] = {name: {} for name in header[1:]}
+    for row in rows[1:]:
+        cells = [c.strip().strip("`") for c in row]
+        if cells[0] == "option":  # the second table starts
+            break
+        for name, value in zip(header[1:], cells[1:]):
+            table[name][cells[0]] = value
+    return table
+
+
+def test_presets_doc_matches_code():
+    from pathlib import Path
+
+    table = _doc_table(Path(__file__).parents[1] / "docs" / "presets.md")
+    assert set(table) == set(PRESETS), "docs/presets.md must have a column for every preset"
+    for name, values in table.items():
+        cfg = build_config(name)
+        for option, shown in values.items():
+            actual = getattr(cfg, option.replace("-", "_"))
+            if isinstance(actual, float):
+                assert float(shown) == actual, (name, option)
+            else:
+                assert shown == str(actual), (name, option)
+        for key in PRESETS[name]:  # every value a preset sets is in the table
+            assert key.replace("_", "-") in values, (name, key)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_valid(name):
+    cfg = build_config(name)
+    assert cfg.validate() == cfg and TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg

@@ -232,22 +232,25 @@ def test_ensure_files_tries_mirrors_in_order(archive, server, tmp_path):
                      allow_download=True, progress=False)
 
 
-def test_fashion_mnist_download_end_to_end(server, tmp_path, monkeypatch):
-    """load_fashion_mnist(allow_download=True) fetches, verifies (md5) and reads the official file names."""
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_idx_dataset_download_end_to_end(name, server, tmp_path, monkeypatch):
+    """MNIST and Fashion-MNIST with allow_download=True fetch, verify (md5) and read the official file names."""
     base, served, counts = server
     md5s = {}
-    for split, names in sources.FASHION_MNIST_FILES.items():
+    for split, names in sources.IDX_FILES.items():
         images, labels = fake_mnist_arrays(6 if split == "train" else 3, 5)
-        for name, arr in zip(names, (images, labels)):
-            md5s[name] = hashlib.md5(write_idx_gz(served / "fashion" / name, arr).read_bytes()).hexdigest()
-    monkeypatch.setattr(sources, "FASHION_MNIST_MIRRORS", (f"{base}/down/", f"{base}/fashion/"))
-    monkeypatch.setattr(sources, "FASHION_MNIST_MD5", md5s)
+        for fname, arr in zip(names, (images, labels)):
+            md5s[fname] = hashlib.md5(write_idx_gz(served / "files" / fname, arr).read_bytes()).hexdigest()
+    spec = dict(sources.IDX_DATASETS[name], mirrors=(f"{base}/down/", f"{base}/files/"), md5=md5s)
+    monkeypatch.setitem(sources.IDX_DATASETS, name, spec)
+    loader = sources.SOURCES[name]
     root = tmp_path / "root"
-    with pytest.raises(DatasetError, match=f"place them in {root / 'fashion-mnist'}"):
-        sources.load_fashion_mnist("test", [root])
-    d = sources.load_fashion_mnist("test", [root, tmp_path / "second"], allow_download=True, progress=False)
-    assert d.images.shape == (3, 1, 28, 28) and d.labels.dtype == torch.int64
-    assert sorted(p.name for p in (root / "fashion-mnist").iterdir()) == sorted(sources.FASHION_MNIST_FILES["test"])
-    assert counts["/fashion/t10k-images-idx3-ubyte.gz"] == 1 and counts["/down/t10k-images-idx3-ubyte.gz"] == 1
-    sources.load_fashion_mnist("test", [root], allow_download=True)  # now local: no new request
-    assert counts["/fashion/t10k-images-idx3-ubyte.gz"] == 1
+    folder = root / spec["dirs"][0]
+    with pytest.raises(DatasetError, match=f"place them in {folder}"):
+        loader("test", [root])
+    d = loader("test", [root, tmp_path / "second"], allow_download=True, progress=False)
+    assert d.name == name and d.images.shape == (3, 1, 28, 28) and d.labels.dtype == torch.int64
+    assert sorted(p.name for p in folder.iterdir()) == sorted(sources.IDX_FILES["test"])
+    assert counts["/files/t10k-images-idx3-ubyte.gz"] == 1 and counts["/down/t10k-images-idx3-ubyte.gz"] == 1
+    loader("test", [root], allow_download=True)  # now local: no new request
+    assert counts["/files/t10k-images-idx3-ubyte.gz"] == 1

@@ -450,7 +450,7 @@ API_CASES = {
     "dataset-bad-split": (lambda c: load_dataset("digits", "val"), ValueError, "split"),
     "dataset-size-zero": (lambda c: load_dataset("digits", "train", 0), ValueError, "image_size"),
     "dataset-size-negative": (lambda c: load_dataset("digits", "train", -32), ValueError, "image_size"),
-    "dataset-mnist-missing": (lambda c: load_dataset("mnist", data_root=str(c.empty_dir())), DatasetError, "not found"),
+    "dataset-mnist-missing": (lambda c: load_dataset("mnist", data_root=str(c.empty_dir())), DatasetError, "missing"),
     "dataset-mnist-zero-bytes": (lambda c: load_dataset("mnist", data_root=str(c.zero_files(*MNIST_FILES))),
                                  DatasetError, "too short"),
     "dataset-cifar10-zero-bytes": (lambda c: load_dataset("cifar10", data_root=str(c.zero_files(

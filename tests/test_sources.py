@@ -79,8 +79,8 @@ def close(a: torch.Tensor, color, tol: float = 6.0) -> bool:
     return bool((a.float() - ref).abs().max() <= tol)
 
 
-def test_registry_names_the_six_datasets():
-    assert set(SOURCES) == {"fashion-mnist", "cifar10", "svhn", "celeba", "tinyimagenet", "cars"}
+def test_registry_names_the_seven_datasets():
+    assert set(SOURCES) == {"mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "tinyimagenet", "cars"}
     assert SOURCES["tinyimagenet"] is load_tiny_imagenet and SOURCES["cars"] is load_stanford_cars
 
 
@@ -102,7 +102,7 @@ def test_every_source_says_what_to_place_where_when_nothing_is_found(tmp_path, n
 def write_fashion(folder: Path, gz: bool = True) -> dict:
     arrays = {"train": fake_mnist_arrays(12, 3), "test": fake_mnist_arrays(5, 4)}
     for split, (img, lab) in arrays.items():
-        names = sources.FASHION_MNIST_FILES[split]
+        names = sources.IDX_FILES[split]
         for name, arr in zip(names, (img, lab)):
             path = write_idx_gz(folder / name, arr)
             if not gz:

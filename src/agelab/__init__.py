@@ -19,19 +19,26 @@ def load(path: str | PathLike, device: str = "cpu"):
 
     Returns the model in eval mode with ``.sample(n)``, ``.encode(x)``,
     ``.decode(z)`` and ``.reconstruct(x)``; images are float (B, C, S, S) in [-1, 1].
+    A colorization run (model.json ``"model": "cage"`` or ``"pix2pix"``) gives its own
+    class, whose ``encode(ab, L)`` / ``decode(z, L)`` take the lightness L; see
+    :mod:`agelab.colorize` for colorizing and colour transfer.
     """
     import torch
 
     from agelab.checkpoint import CheckpointError, load_model_files, resolve_checkpoint
     from agelab.config import ConfigError
     from agelab.errors import first_line
-    from agelab.models.age import AGE, ModelConfig
+    from agelab.models import MODEL_TYPES, make_model
+    from agelab.models.age import ModelConfig
 
     ckpt = resolve_checkpoint(path)
     model_cfg, weights = load_model_files(ckpt)
-    if model_cfg.get("model", "age") != "age":
+    if model_cfg.get("model", "age") not in MODEL_TYPES:
         raise CheckpointError(f"{ckpt}: unsupported model type {model_cfg.get('model')!r}")
-    model = AGE(ModelConfig.from_dict(model_cfg))
+    try:
+        model = make_model(ModelConfig.from_dict(model_cfg))  # AGE, ConditionalAGE or Pix2Pix
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt}: model.json does not describe a valid model ({first_line(exc)})") from None
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

@@ -13,7 +13,7 @@ import sys
 import typing
 from pathlib import Path
 
-from agelab.config import PRESETS, ConfigError, build_config, config_fields
+from agelab.config import DATASETS, PRESETS, ConfigError, build_config, config_fields
 from agelab.errors import first_line
 
 EXIT_USAGE = 2
@@ -99,12 +99,21 @@ def _check_output(option: str, path: str | None, suffix: str) -> None:
         raise UsageError(f"{option}: folder {p.parent} does not exist")
 
 
-def _load(args):
+def _load(args, colorization: bool = False):
+    """The model of RUN; ``colorization`` says which kind the command needs (unconditional AGE or not)."""
     import agelab
+    from agelab.models import COLORIZATION_MODELS
 
     _check_output("--out", args.out, ".png")
     _check_output("--npz", getattr(args, "npz", None), ".npz")
-    return agelab.load(args.run, device=args.device)
+    model = agelab.load(args.run, device=args.device)
+    kind = model.cfg.model
+    if colorization and kind not in COLORIZATION_MODELS:
+        raise UsageError(f"{args.run} is an unconditional AGE model; {args.command} needs a colorization run "
+                         "(trained with --model cage or pix2pix)")
+    if not colorization and kind in COLORIZATION_MODELS:
+        raise UsageError(f"{args.run} is a colorization model ({kind}); use 'agelab colorize' or 'agelab transfer'")
+    return model
 
 
 def _default_out(args, name: str) -> Path:
@@ -188,6 +197,90 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
+def cmd_colorize(args) -> int:
+    from agelab.colorize import ColorizeError, read_images, save_colorization_grid
+
+    model = _load(args, colorization=True)
+    try:
+        images = read_images(args.input, model.cfg.image_size, limit=args.max_images)
+        out = _default_out(args, f"colorize-{Path(args.input).stem}-seed{args.seed}.png")
+        save_colorization_grid(model, images, out, k=args.n, seed=args.seed)
+    except ColorizeError as exc:
+        raise UsageError(first_line(exc)) from None
+    print(f"wrote {out} ({len(images)} input(s), each row: the gray input, then {args.n} colorizations g(z | L))")
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    from agelab.colorize import ColorizeError, check_colorization_model, read_images, save_transfer_grid
+
+    model = _load(args, colorization=True)
+    try:
+        check_colorization_model(model, need_encoder=True)
+        size = model.cfg.image_size
+        source, target = read_images(args.source, size, args.max_images), read_images(args.target, size, args.max_images)
+        out = _default_out(args, f"transfer-{Path(args.source).stem}-to-{Path(args.target).stem}.png")
+        save_transfer_grid(model, source, target, out)
+    except ColorizeError as exc:
+        raise UsageError(first_line(exc)) from None
+    print(f"wrote {out} (each row: source, target in gray, the source's colours on the target, the target)")
+    return 0
+
+
+def _metrics_errors(func):
+    """Run ``func``; a metrics error (missing weights or classifier, ...) becomes a one-line usage error."""
+    from agelab.metrics import MetricsError
+
+    try:
+        return func()
+    except MetricsError as exc:
+        raise UsageError(first_line(exc)) from None
+
+
+def cmd_eval(args) -> int:
+    from agelab.evaluate import evaluate_run
+
+    result = _metrics_errors(lambda: evaluate_run(
+        args.run, features=args.features, classifier=args.classifier, inception_weights=args.inception_weights,
+        n_samples=args.n_samples, data_root=args.data_root, probe_features=args.probe_features, seed=args.seed,
+        batch_size=args.batch_size, device=args.device, progress=not args.no_progress))
+    print(f"{result['dataset']}, checkpoint {result['checkpoint']}; extractor {result['extractor']['name']}")
+    for name, e in result["metrics"].items():
+        floor = e.get("floor")
+        extra = f"   (floor {floor['value']:.4g})" if floor and isinstance(floor.get("value"), float) else ""
+        print(f"  {name:28s} {e['value']:.4g}{extra}")
+    for name, why in result["skipped"].items():
+        print(f"  {name:28s} skipped: {why}")
+    run = Path(result["run"])
+    print(f"wrote {run / 'eval.json'} and {run / 'eval.html'}")
+    return 0
+
+
+def cmd_train_classifier(args) -> int:
+    import torch
+    from agelab.data import load_dataset
+    from agelab.nets.classifier import (default_classifier_path, fit_classifier_for, recipe_for, save_classifier,
+                                        sidecar_path)
+
+    _check_output("--out", args.out, ".safetensors")
+    size = args.image_size or PRESETS.get(args.dataset, {}).get("image_size", 32)
+    out = Path(args.out) if args.out else default_classifier_path(args.dataset, size)
+    recipe = recipe_for(args.dataset, epochs=args.epochs, width=args.width, batch_size=args.batch_size)
+    load = dict(image_size=size, data_root=args.data_root, allow_download=not args.no_download,
+                progress=not args.no_progress)
+    train, test = load_dataset(args.dataset, "train", **load), load_dataset(args.dataset, "test", **load)
+    if len(torch.unique(train.labels)) < 2:
+        raise UsageError(f"{args.dataset} has no class labels: there is nothing to classify")
+    model, info = fit_classifier_for(args.dataset, train.images, train.labels, test.images, test.labels, recipe,
+                                     seed=args.seed, progress=not args.no_progress, device=args.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_classifier(model, out, info)
+    print(f"test accuracy {info['test_accuracy']:.4f} on {info['test_images']} {args.dataset} test images "
+          f"({info['train_seconds']:.0f} s training)")
+    print(f"wrote {out} and {sidecar_path(out)}")
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -264,6 +357,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_positive, default=8, help="number of image pairs (default: 8)")
     p.add_argument("--steps", type=_positive, default=8, help="images per row, ends included (default: 8)")
     _data_options(p)
+
+    p = _model_command(sub, "colorize", "K colorizations of grayscale images with a colorization run (--model "
+                       "cage or pix2pix): one row per input, the gray input first, then g(z | L) for K codes z",
+                       cmd_colorize)
+    p.add_argument("--input", required=True, metavar="IMAGE_OR_FOLDER", help="an image file or a folder of images "
+                   "(any size and mode: converted to RGB, resized and center-cropped to the model's size; only "
+                   "their lightness L is used)")
+    p.add_argument("--n", type=_positive, default=8, help="colorizations per input, from n latent samples, the same "
+                   "n codes for every row (default: 8)")
+    p.add_argument("--max-images", type=_positive, default=32, help="at most this many images of a folder, "
+                   "in name order (default: 32)")
+
+    p = _model_command(sub, "transfer", "colour transfer with a conditional AGE run (paper fig. 4b): the source's "
+                       "colours on the target, g(e(ab_source | L_source) | L_target)", cmd_transfer)
+    p.add_argument("--source", required=True, metavar="COLOR_IMAGE", help="colour image (or folder) whose colour "
+                   "scheme is encoded")
+    p.add_argument("--target", required=True, metavar="IMAGE", help="image (or folder) whose lightness is colorized; "
+                   "with folders, sources and targets are paired in name order (one source goes to every target)")
+    p.add_argument("--max-images", type=_positive, default=32, help="at most this many images of a folder "
+                   "(default: 32)")
+
+    p = sub.add_parser("eval", help="evaluate a run: FID/KID/IS/precision-recall with real-data floors, "
+                       "reconstruction, latent cycle and linear-probe metrics -> RUN/eval.json and RUN/eval.html",
+                       description="Evaluate a trained run on its dataset's test split and write eval.json (every "
+                       "number with its extractor, image counts and splits) and a self-contained eval.html (samples, "
+                       "reconstructions, interpolations, metric table, training curves) into the run folder. "
+                       "See docs/evaluation.md.")
+    p.add_argument("run", metavar="RUN", help="a run folder (its newest good checkpoint is used) or a checkpoint "
+                   "folder inside one")
+    p.add_argument("--features", choices=("classifier", "inception"), default="classifier",
+                   help="feature extractor for FID/KID/IS/precision-recall: 'classifier' (agelab's own domain "
+                   "classifier, offline; see train-classifier) or 'inception' (the standard FID Inception, needs "
+                   "--inception-weights) (default: classifier)")
+    p.add_argument("--classifier", metavar="FILE", help="domain classifier (.safetensors from train-classifier) "
+                   "(default: the per-user cache, ~/.cache/agelab/classifiers/<dataset>-<size>px.safetensors); "
+                   "with --features inception it is used for the reconstruction domain accuracy only")
+    p.add_argument("--inception-weights", metavar="FILE", help="the FID Inception weights "
+                   "pt_inception-2015-12-05-6726825d.pth (default: $AGELAB_INCEPTION_WEIGHTS, else "
+                   "~/.cache/agelab/pt_inception-2015-12-05-6726825d.pth)")
+    p.add_argument("--n-samples", type=_positive, default=10000, help="samples g(z) for the sample-quality "
+                   "metrics, capped at the training split's size (the real-data floor uses as many training "
+                   "images) (default: 10000)")
+    p.add_argument("--data-root", help="dataset folder (default: the run's own)")
+    p.add_argument("--probe-features", choices=("code", "hidden"), default="code",
+                   help="encoder features for the linear probes: 'code' (e(x)) or 'hidden' (the encoder's last "
+                   "hidden layers, the paper's SVHN protocol) (default: code)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the samples, subsets and probe labels "
+                   "(default: 0)")
+    p.add_argument("--batch-size", type=_positive, default=100, help="images per feature-extractor batch "
+                   "(default: 100)")
+    p.add_argument("--device", type=_device, default="cpu", help="device for the model and the extractor: cpu, "
+                   "cuda or cuda:N (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train-classifier", help="train the domain classifier that eval uses as offline feature "
+                       "extractor and judge",
+                       description="Train agelab's small CNN classifier on a dataset's training split and save it "
+                       "as safetensors with a JSON sidecar (<file>.json: dataset, image size, test accuracy, recipe). "
+                       "Per-dataset recipes aim at MNIST >= 99%, Fashion-MNIST >= 91%, CIFAR-10 >= 85% test "
+                       "accuracy. See docs/evaluation.md.")
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset to train on (its train split; "
+                   "accuracy is measured on its test split)")
+    p.add_argument("--data-root", help="folder holding the dataset files (default: $AGELAB_DATA, then the "
+                   "per-user cache)")
+    p.add_argument("--out", metavar="FILE", help="output .safetensors path (default: "
+                   "~/.cache/agelab/classifiers/<dataset>-<size>px.safetensors, where eval looks)")
+    p.add_argument("--epochs", type=_positive, help="training epochs (default: the dataset's recipe, e.g. 3 for "
+                   "mnist, 12 for fashion-mnist, 15 for cifar10)")
+    p.add_argument("--width", type=_positive, help="base channel count of the CNN (default: the dataset's recipe, "
+                   "32; 64 for cifar10)")
+    p.add_argument("--batch-size", type=_positive, help="images per training step (default: the recipe's, 128)")
+    p.add_argument("--image-size", type=_positive, help="image side in pixels; use the size of the runs to "
+                   "evaluate (default: the dataset preset's, else 32)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--no-download", action="store_true", help="never download missing dataset files")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_train_classifier)
     return parser
 
 

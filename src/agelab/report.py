@@ -21,6 +21,10 @@ def plot_curves(run_dir: Path, out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     keys = [k for k in ("enc/kl_real", "enc/kl_fake", "gen/kl_fake", "enc/rec_x", "gen/rec_z") if k in records[0]]
+    if not keys:  # a model with other phases (pix2pix: disc, gen): its logged losses
+        keys = sorted(k for k in records[0] if "/" in k)[:6]
+    if not keys:
+        return None
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
     steps = [r["step"] for r in records]
     for ax, k in zip(axes[0], keys):

@@ -1,10 +1,10 @@
 """The training loop: one loop for every model, driven by the model's phases.
 
     for each iteration:
-        x = next data batch                       # (B, C, S, S) in [-1, 1], already on the device
-        for phase in model.phases():              # AGE: encoder x1, generator x n_gen_steps
+        batch = model.prepare_batch(next images)  # AGE: x (B, C, S, S) in [-1, 1]; colorization: (ab, L)
+        for phase in model.phases():              # AGE: encoder x1, generator x n_gen_steps; pix2pix: disc, gen
             freeze all parameters but phase.module's
-            repeat phase.repeats times: zero_grad, loss = phase.loss(x), backward, step
+            repeat phase.repeats times: zero_grad, loss = phase.loss(batch), backward, step
         every log_every:    one line in metrics.jsonl (the only host syncs, with the divergence check)
         every sample_every: sample and reconstruction grids
         every ckpt_every:   an atomic checkpoint, after the divergence check (never of non-finite weights)
@@ -16,10 +16,17 @@ checkpoint with the learning rate halved (at most ``max_rollbacks`` times).
 
 The trainer knows nothing of AGE: losses, passes and what is detached live in
 the model (:mod:`agelab.models.age`).
+
+Multi-process runs (``torchrun``; :mod:`agelab.distributed`, docs/scaling.md): every
+process runs this same loop on its slice of the global batch; gradients are averaged
+after each backward, batch statistics are those of the global batch, and only rank 0
+writes the run folder (the others learn its path, and on resume its config and
+state, from rank 0).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -35,13 +42,15 @@ from tqdm import tqdm
 from agelab import checkpoint as ckpt
 from agelab.config import ConfigError, TrainConfig
 from agelab.data import ImageData, load_dataset, to_float
+from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
 from agelab.errors import first_line
+from agelab.models import COLORIZATION_MODELS, make_model
 from agelab.models.age import AGE, GameConfig, ModelConfig
 from agelab.runs import MetricsLog, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
-RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "channels_last", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
-                     "max_rollbacks")
+RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "no_cache", "strict", "channels_last", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
+                     "max_rollbacks", "compile", "amp")
 SEED_MAX = 2**32 - 1  # seeds of torch generators; BatchOrder multiplies it by ~1e6
 MAX_THREADS = 1024
 
@@ -60,11 +69,13 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(cfg: TrainConfig, channels: int) -> AGE:
     model_cfg = ModelConfig(latent_dim=cfg.latent_dim, channels=channels, image_size=cfg.image_size,
-                            width=cfg.width, prior=cfg.prior)
+                            width=cfg.width, prior=cfg.prior, model=cfg.model, res_blocks=cfg.res_blocks)
+    if cfg.model in COLORIZATION_MODELS and channels != 3:
+        raise ConfigError(f"--model: {cfg.model} colorizes colour (RGB) images; this dataset has {channels} channel(s)")
     game = GameConfig(divergence=cfg.divergence, mu=cfg.mu, lam=cfg.lam, no_recon=cfg.no_recon,
                       enc_latent_recon=cfg.enc_latent_recon, gen_image_recon=cfg.gen_image_recon, n_gen_steps=cfg.n_gen_steps, knn_k=cfg.knn_k,
                       knn_prior_samples=cfg.knn_prior_samples)
-    return AGE(model_cfg, game)
+    return make_model(model_cfg, game)  # the class of cfg.model: AGE, ConditionalAGE or Pix2Pix
 
 
 class BatchOrder:
@@ -188,17 +199,58 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
     A non-finite loss or weight rolls the run back to its newest good checkpoint
     with the learning rate halved, at most ``cfg.max_rollbacks`` times; then a
     :class:`TrainingError` names the iteration and the losses.
+
+    Started by ``torchrun`` with WORLD_SIZE > 1, every process calls this and they
+    train one model together (docs/scaling.md); every process returns the run folder.
     """
+    launch = launch_from_env()
+    if launch is not None and resume is None and cfg is not None:
+        local_batch_size(cfg.batch_size, launch.world_size)  # a clear error before the processes connect
+    shard = start()
+    try:
+        return _train(shard, cfg, resume, overrides, progress)
+    finally:
+        shard.close()
+
+
+def _state_scalars(state: dict) -> dict:
+    """What the other processes need of rank 0's checkpoint state; the rest comes by ``Shard.sync_state``."""
+    return {"step": state["step"], "lr_scale": state.get("lr_scale", 1.0), "rollbacks": state.get("rollbacks", 0)}
+
+
+def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
+    """The device of this process: ``--device``, with GPU LOCAL_RANK for each process of a multi-process run."""
+    device = resolve_device(cfg.device)
+    if shard.distributed and device.type == "cuda":
+        if cfg.device.startswith("cuda:"):
+            raise ConfigError(f"--device: {cfg.device} cannot be shared by {shard.world_size} processes; use --device "
+                              "cuda (each process takes GPU LOCAL_RANK)")
+        if shard.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"--device: process LOCAL_RANK={shard.local_rank} has no GPU "
+                              f"({torch.cuda.device_count()} visible); start at most that many processes per node")
+        device = torch.device("cuda", shard.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.amp == "bf16" and device.type != "cuda":
+        raise ConfigError(f"--amp: bf16 autocast is for GPUs (CUDA); this run's device is {device}, use --amp off")
+    return device
+
+
+def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | None, overrides: dict | None,
+           progress: bool) -> Path:
     start_step, state = 0, None
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").is_file():
-            raise ckpt.CheckpointError(f"{run_dir}: not a run folder (no config.json)")
-        cfg = check_resume_config(read_run_config(run_dir), overrides or {})
-        ckpt_path = ckpt.latest_good_checkpoint(run_dir / "checkpoints")
-        if ckpt_path is None:
-            raise ckpt.CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
-        state = load_train_state(ckpt_path)
+        def open_run() -> tuple[Path, TrainConfig, Path, dict]:
+            run_dir = Path(resume)
+            if not (run_dir / "config.json").is_file():
+                raise ckpt.CheckpointError(f"{run_dir}: not a run folder (no config.json)")
+            cfg = check_resume_config(read_run_config(run_dir), overrides or {})
+            ckpt_path = ckpt.latest_good_checkpoint(run_dir / "checkpoints")
+            if ckpt_path is None:
+                raise ckpt.CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
+            return run_dir, cfg, ckpt_path, load_train_state(ckpt_path)
+
+        # Rank 0 reads the run folder; the others get its config and step (and later its weights and state).
+        run_dir, cfg, ckpt_path, state = shard.on_writer(open_run, share=lambda r: (*r[:3], _state_scalars(r[3])))
         start_step = state["step"]
     elif cfg is None:
         raise ValueError("train() needs a config or a run folder to resume")
@@ -207,13 +259,17 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
         raise ConfigError(f"--seed: must be in 0..{SEED_MAX}, got {cfg.seed}")
     if cfg.threads > MAX_THREADS:  # torch crashes (SIGSEGV) on absurd thread counts
         raise ConfigError(f"--threads: must be <= {MAX_THREADS}, got {cfg.threads}")
-    device = resolve_device(cfg.device)
+    local_batch_size(cfg.batch_size, shard.world_size)  # --batch-size is the global batch: it must split evenly
+    device = _process_device(cfg, shard)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
     # Data first: a missing dataset must fail before any run folder exists.
-    train_data = load_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, not cfg.no_download, progress)
-    test_data = load_dataset(cfg.dataset, "test", cfg.image_size, cfg.data_root, not cfg.no_download, progress)
+    with shard.writer_first():  # rank 0 first: it may download; its error stops every process
+        train_data = load_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, not cfg.no_download, progress,
+                                  cache=not cfg.no_cache, strict=cfg.strict)
+        test_data = load_dataset(cfg.dataset, "test", cfg.image_size, cfg.data_root, not cfg.no_download, progress,
+                                 cache=not cfg.no_cache, strict=cfg.strict)
     order = BatchOrder(len(train_data), cfg.batch_size, cfg.seed)
 
     torch.manual_seed(cfg.seed)
@@ -225,9 +281,17 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
         raise ConfigError(f"--width/--latent-dim: cannot build a model this large ({first_line(exc)})") from None
+    if shard.distributed:  # global-batch divergences and batch norm (docs/scaling.md)
+        model.shard = shard
+        use_global_batch_norm(model, shard)
+    if cfg.compile:  # in place: parameter names, state_dict keys and checkpoints stay as they are
+        for phase in model.phases():  # AGE: encoder and generator
+            phase.module.compile()
     phases = model.phases()
     optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
                   for p in phases}
+    phase_params = {p.name: list(p.module.parameters()) for p in phases}
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp == "bf16" else contextlib.nullcontext
 
     def restore(path: Path, st: dict) -> None:
         """Weights, optimiser states and RNG of checkpoint ``path``, whose checked state.pt is ``st``."""
@@ -245,21 +309,29 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
 
     lr_scale, rollbacks = 1.0, 0  # divergence guard: learning-rate factor and rollbacks so far (checkpointed)
     if state is not None:
-        restore(ckpt_path, state)
+        if shard.is_writer:
+            restore(ckpt_path, state)
         lr_scale, rollbacks = float(state.get("lr_scale", 1.0)), int(state.get("rollbacks", 0))
     else:
-        try:
-            run_dir = create_run_dir(cfg.out_dir, cfg.dataset, cfg.tag)
-        except OSError as exc:  # a file in the way, no permission, a full disk
-            why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-            raise OSError(f"--out-dir: cannot create a run folder in {cfg.out_dir} ({why or exc})") from None
-        (run_dir / "config.json").write_text(cfg.to_json())
+        def new_run_dir() -> Path:
+            try:
+                run_dir = create_run_dir(cfg.out_dir, cfg.dataset, cfg.tag)
+            except OSError as exc:  # a file in the way, no permission, a full disk
+                why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+                raise OSError(f"--out-dir: cannot create a run folder in {cfg.out_dir} ({why or exc})") from None
+            (run_dir / "config.json").write_text(cfg.to_json())
+            return run_dir
+
+        run_dir = shard.on_writer(new_run_dir)  # one run folder, rank 0's; the others get its path
+    shard.sync_state(model, optimizers, device)  # every process: rank 0's weights, optimiser states and RNG stream
     ckpt_root = run_dir / "checkpoints"
 
     images = train_data.images.to(device)  # (N, C, S, S) uint8, resident on the device
     fixed_test = to_float(test_data.images[:32]).to(device)  # held-out images for the reconstruction grid
 
     def save(step: int) -> None:
+        if not shard.is_writer:
+            return
         st = {"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(),
               "lr_scale": lr_scale, "rollbacks": rollbacks}
         ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
@@ -284,23 +356,24 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
     t_window, n_window = time.perf_counter(), 0
     step = start_step
     stopped_by = None
-    bar = tqdm(total=cfg.iterations, initial=start_step, disable=not progress, desc=f"train {run_dir.name}",
-               unit="it", dynamic_ncols=True)
+    bar = tqdm(total=cfg.iterations, initial=start_step, disable=not (progress and shard.is_writer),
+               desc=f"train {run_dir.name}", unit="it", dynamic_ncols=True)
     log = None
     try:
-        write_status(run_dir, "running", step=start_step)
-        ckpt.remove_stale_temporaries(ckpt_root)  # left by a process killed mid-save
-        log = MetricsLog(run_dir)
-        log.truncate_after(start_step)
+        if shard.is_writer:
+            write_status(run_dir, "running", step=start_step)
+            ckpt.remove_stale_temporaries(ckpt_root)  # left by a process killed mid-save
+            log = MetricsLog(run_dir)
+            log.truncate_after(start_step)
         with _stop_on_signals() as flag:
             if state is None:
                 save(0)  # a rollback target from the start, and a resume point before the first checkpoint
             model.train()
             while step < cfg.iterations:
                 lr = cfg.lr * lr_scale * (0.5 ** (step // cfg.lr_halve_every) if cfg.lr_halve_every else 1.0)
-                x = to_float(images[order.indices(step).to(device)])  # (B, C, S, S) in [-1, 1]
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                rows = shard.local_rows(order.indices(step)).to(device)
+                # AGE: x (b, C, S, S) in [-1, 1]; colorization models: (ab, L) in Lab space
+                batch = model.prepare_batch(images[rows], channels_last=cfg.channels_last)
                 for phase in phases:
                     for p in phases:  # only this phase's network gets weight gradients
                         p.module.requires_grad_(p is phase)
@@ -309,8 +382,10 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
                         group["lr"] = lr
                     for _ in range(phase.repeats):
                         opt.zero_grad(set_to_none=True)
-                        loss, logs = phase.loss(x)
+                        with autocast():
+                            loss, logs = phase.loss(batch)
                         loss.backward()
+                        shard.average_gradients(phase_params[phase.name])
                         opt.step()
                         finite &= torch.isfinite(loss)
                         for k, v in logs.items():
@@ -319,29 +394,37 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
                             counts[key] = counts.get(key, 0) + 1
                 finite_iters += finite
                 step += 1
-                n_window += x.shape[0]
+                n_window += len(rows) * shard.world_size  # images of the global batch
                 bar.update(1)
 
-                stop = flag["stop"] is not None and step < cfg.iterations
+                signal_name = shard.any_signal(flag["stop"])  # every process stops at the same iteration
+                stop = signal_name is not None and step < cfg.iterations
                 due_log = step % cfg.log_every == 0 or step == cfg.iterations
                 due_ckpt = step % cfg.ckpt_every == 0 or step == cfg.iterations or stop
-                problem = trouble() if due_log or due_ckpt else None  # always checked before a checkpoint
+                # always checked before a checkpoint; one decision for every process
+                problem = shard.first_of(trouble()) if due_log or due_ckpt else None
                 if problem is not None:
                     if rollbacks >= cfg.max_rollbacks:
                         raise TrainingError(f"{problem}; giving up after {rollbacks} rollback(s) "
                                             f"(--max-rollbacks {cfg.max_rollbacks})")
-                    target = ckpt.latest_good_checkpoint(ckpt_root)
-                    if target is None:
-                        raise TrainingError(f"{problem}; no good checkpoint to roll back to")
-                    st = load_train_state(target)
-                    restore(target, st)
-                    detected, step = step, st["step"]
+
+                    def roll_back(problem: str = problem) -> int:
+                        target = ckpt.latest_good_checkpoint(ckpt_root)
+                        if target is None:
+                            raise TrainingError(f"{problem}; no good checkpoint to roll back to")
+                        st = load_train_state(target)
+                        restore(target, st)
+                        return st["step"]
+
+                    detected, step = step, shard.on_writer(roll_back)
+                    shard.sync_state(model, optimizers, device)
                     lr_scale, rollbacks = lr_scale * 0.5, rollbacks + 1
-                    log.truncate_after(step)
-                    log.write(step, {"event": "rollback", "rollback": rollbacks, "lr_scale": lr_scale,
-                                     "detected_at": detected, "reason": problem})
-                    tqdm.write(f"agelab: {problem}; rolled back to iteration {step} with the learning rate "
-                               f"x{lr_scale:g} (rollback {rollbacks} of {cfg.max_rollbacks})")
+                    if shard.is_writer:
+                        log.truncate_after(step)
+                        log.write(step, {"event": "rollback", "rollback": rollbacks, "lr_scale": lr_scale,
+                                         "detected_at": detected, "reason": problem})
+                        tqdm.write(f"agelab: {problem}; rolled back to iteration {step} with the learning rate "
+                                   f"x{lr_scale:g} (rollback {rollbacks} of {cfg.max_rollbacks})")
                     sums, counts = {}, {}
                     finite.fill_(True)
                     finite_iters.zero_()
@@ -350,48 +433,55 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
                     bar.n = step
                     bar.refresh()
                     if stop:  # the rolled-back state, with its halved learning rate, is what a resume continues
-                        stopped_by = flag["stop"]
+                        stopped_by = signal_name
                         save(step)
                         break
                     continue
 
                 if due_log:
                     dt = time.perf_counter() - t_window
+                    sums = shard.mean_over_processes(sums)  # local batch means -> global batch means
                     values = {k: (sums[k] / counts[k]).item() for k in sorted(sums)}
                     values.update(epoch=step / order.per_epoch, lr=lr, img_per_s=n_window / max(dt, 1e-9))
-                    log.write(step, values)
-                    bar.set_postfix({"enc": f"{values.get('enc/loss', 0):.3g}", "gen": f"{values.get('gen/loss', 0):.3g}",
+                    if shard.is_writer:
+                        log.write(step, values)
+                    bar.set_postfix({**{p.name: f"{values.get(p.name + '/loss', 0):.3g}" for p in phases},
                                      "img/s": f"{values['img_per_s']:.0f}"})
                     sums, counts = {}, {}
                     t_window, n_window = time.perf_counter(), 0
-                if step % cfg.sample_every == 0 or step == cfg.iterations:
+                if (step % cfg.sample_every == 0 or step == cfg.iterations) and shard.is_writer:
                     write_grids(model, run_dir / "grids", step, fixed_test)
                 if due_ckpt:
                     save(step)
                 if stop:
-                    stopped_by = flag["stop"]
+                    stopped_by = signal_name
                     break
         bar.close()
         if stopped_by is None:
             for p in phases:
                 p.module.requires_grad_(True)
-            finish_run(model, run_dir, test_data, step, device)
+            if shard.is_writer:
+                finish_run(model, run_dir, test_data, step, device)
     except BaseException as exc:
         bar.close()
         if log is not None:
             log.close()
         try:
-            write_status(run_dir, "failed", step=step, error=f"{type(exc).__name__}: {exc}")
+            if shard.is_writer:
+                write_status(run_dir, "failed", step=step, error=f"{type(exc).__name__}: {exc}")
         except OSError:  # e.g. the disk is full: the original error matters more
             pass
         raise
-    log.close()
-    if stopped_by is not None:
-        write_status(run_dir, "interrupted", step=step, signal=stopped_by)
-        print(f"agelab: stopped by {stopped_by} at iteration {step}; checkpoint saved. "
-              f"Resume with: agelab train --resume {run_dir}")
-        return run_dir
-    write_status(run_dir, "finished", step=step)
+    if shard.is_writer:
+        log.close()
+        if stopped_by is not None:
+            write_status(run_dir, "interrupted", step=step, signal=stopped_by)
+            launcher = "torchrun ... -m agelab" if shard.distributed else "agelab"  # any number of processes may resume
+            print(f"agelab: stopped by {stopped_by} at iteration {step}; checkpoint saved. "
+                  f"Resume with: {launcher} train --resume {run_dir}")
+        else:
+            write_status(run_dir, "finished", step=step)
+    shard.barrier()  # the other processes return once rank 0's outputs are complete
     return run_dir
 
 
@@ -399,6 +489,10 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
 def write_grids(model: AGE, folder: Path, step: int, fixed_test: torch.Tensor) -> None:
     from agelab.sampling import reconstruction_pairs, sample_images, save_grid
 
+    if model.cfg.model in COLORIZATION_MODELS:  # gray input, then K colorizations (agelab.colorize)
+        from agelab.colorize import write_colorization_grids
+
+        return write_colorization_grids(model, folder, step, fixed_test)
     folder.mkdir(exist_ok=True)
     was_training = model.training
     model.eval()
@@ -411,13 +505,21 @@ def write_grids(model: AGE, folder: Path, step: int, fixed_test: torch.Tensor) -
 def finish_run(model: AGE, run_dir: Path, test_data: ImageData, step: int, device: torch.device) -> dict:
     """Final samples, held-out reconstructions, interpolations, summary.json and report.html."""
     from agelab.report import write_report
+
+    if model.cfg.model in COLORIZATION_MODELS:  # colorizations, colour transfer, colorization metrics
+        from agelab.colorize import finish_colorization_run
+
+        return finish_colorization_run(model, run_dir, test_data, step, device)
     from agelab.sampling import interpolation_rows, reconstruction_errors, reconstruction_pairs, sample_images, save_grid
 
     model.eval()
     x_test = to_float(test_data.images).to(device)
     save_grid(sample_images(model, 64, seed=0), run_dir / "samples.png")
     save_grid(reconstruction_pairs(model, x_test[:32]), run_dir / "reconstructions.png")
-    save_grid(interpolation_rows(model, x_test[:8], x_test[8:16], steps=8), run_dir / "interpolations.png")
+    pairs = min(8, len(x_test) // 2)  # tiny test splits have fewer than 16 images
+    if pairs:
+        save_grid(interpolation_rows(model, x_test[:pairs], x_test[pairs:2 * pairs], steps=8),
+                  run_dir / "interpolations.png")
     errors = reconstruction_errors(model, x_test)
     summary = {"step": step, "test_images": len(x_test), "test_reconstruction": errors,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

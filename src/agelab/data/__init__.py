@@ -8,6 +8,7 @@ from these tensors (no per-epoch decoding).
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +65,21 @@ def fit_to_size(images: Tensor, size: int) -> Tensor:
 
 
 def load_dataset(name: str, split: str = "train", image_size: int = 32, data_root: str | None = None,
-                 allow_download: bool = False, progress: bool = True) -> ImageData:
+                 allow_download: bool = False, progress: bool = True, cache: bool = True,
+                 strict: bool = False) -> ImageData:
     """Load a dataset split at the given size. ``split`` is 'train' or 'test'.
 
     ``allow_download`` lets sources with an official direct link fetch missing
     files into the first data root (checksummed); without it, missing files give
     a :class:`DatasetError` naming the files and where to put them.
+
+    With ``cache`` (the default) the decoded, resized images are kept in a
+    memory-mapped file under ``<data root>/agelab-cache/`` and later loads read
+    that instead of decoding again (:mod:`agelab.data.cache`).
+
+    ``name='folder'`` reads any folder of images, ``data_root`` itself (see
+    :func:`_load_folder_split`); ``strict`` makes an unreadable image there an
+    error instead of a counted warning.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -79,18 +89,54 @@ def load_dataset(name: str, split: str = "train", image_size: int = 32, data_roo
         from agelab.data.digits import load_digits_split
 
         data = load_digits_split(split)
-    elif name == "mnist":
-        from agelab.data.mnist import load_mnist_split
-
-        data = load_mnist_split(split, data_roots(data_root))
+    elif name == "folder":
+        data = _load_folder_split(data_root, split, image_size, cache, strict, progress)
     else:
+        from agelab.data.cache import caching
         from agelab.data.sources import SOURCES
 
         if name not in SOURCES:
-            raise DatasetError(f"unknown dataset {name!r}; choose one of digits, mnist, {', '.join(SOURCES)}")
-        data = SOURCES[name](split, data_roots(data_root), allow_download=allow_download, progress=progress)
+            raise DatasetError(f"unknown dataset {name!r}; choose one of digits, {', '.join(SOURCES)}")
+        roots = data_roots(data_root)
+        with caching(name, split, image_size, roots) if cache else nullcontext():
+            data = SOURCES[name](split, roots, allow_download=allow_download, progress=progress)
     data.images = fit_to_size(data.images, image_size).contiguous()
     return data
+
+
+FOLDER_TEST_EVERY = 10  # --dataset folder: every 10th image (in sorted order) is held out as 'test'
+
+
+def _load_folder_split(folder: str | None, split: str, size: int, cache: bool, strict: bool,
+                       progress: bool) -> ImageData:
+    """Any folder of images (recursive; class subfolders give labels), at ``size`` x ``size``.
+
+    There is no official split: in the loader's order (by class, then path), every
+    10th image (index % 10 == 9) is 'test', the rest 'train'. The decoded folder is
+    cached in the per-user roots ($AGELAB_DATA, ~/.cache/agelab), never inside the
+    image folder itself; ``strict`` loads bypass the cache, so every file is checked.
+    """
+    from agelab.data.cache import cached, caching
+    from agelab.data.sources import load_image_folder
+
+    if not folder:
+        raise DatasetError("--dataset folder needs --data-root PATH: the folder of images to train on")
+    path = Path(folder).expanduser()
+
+    def decode() -> ImageData:
+        return load_image_folder(path, size, strict=strict, split="all", progress=progress)
+
+    if cache and not strict and path.is_dir():
+        with caching("folder", "all", size, data_roots(None)):
+            data = cached([path], decode)
+    else:
+        data = decode()
+    test = torch.arange(len(data)) % FOLDER_TEST_EVERY == FOLDER_TEST_EVERY - 1
+    keep = test if split == "test" else ~test
+    if not bool(keep.any()):
+        raise DatasetError(f"image folder {path} has too few images for a {split} split "
+                           f"(every {FOLDER_TEST_EVERY}th image is test; {len(data)} images)")
+    return ImageData("folder", split, data.images[keep], data.labels[keep])
 
 
 def to_float(images_u8: Tensor) -> Tensor:

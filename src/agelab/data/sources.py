@@ -41,7 +41,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from agelab.data import DatasetError, ImageData
+from agelab.data.cache import cached
 from agelab.data.download import ensure_files
 from agelab.errors import one_line
 
@@ -69,7 +70,7 @@ FASHION_MNIST_MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
 )
-FASHION_MNIST_FILES = {
+IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
@@ -78,6 +79,17 @@ FASHION_MNIST_MD5 = {
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
     "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+# MNIST: http://yann.lecun.com/exdb/mnist/ (the official host; it often refuses scripted
+# downloads, hence the mirror used by PyTorch's own tooling). md5 of the official .gz files.
+# The copies in shared/data/mnist are re-compressed: their uncompressed bytes match the
+# official ones, their .gz bytes do not.
+MNIST_MIRRORS = ("http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/")
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 # CIFAR-10: https://www.cs.toronto.edu/~kriz/cifar.html, "CIFAR-10 python version".
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -145,6 +157,14 @@ def _natural_key(text: str) -> list:
 def _image_data(name: str, split: str, images_nhwc: np.ndarray, labels) -> ImageData:
     images = torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2).contiguous()
     return ImageData(name, split, images, torch.as_tensor(np.asarray(labels, dtype=np.int64)))
+
+
+def _cached_by_source(decode: Callable[..., ImageData]) -> Callable[..., ImageData]:
+    """``decode(split, source, ...)`` served from the decoded-image cache, keyed by ``source``'s fingerprint."""
+    @wraps(decode)
+    def wrapper(split: str, source: Path, *args) -> ImageData:
+        return cached([source], lambda: decode(split, source, *args))
+    return wrapper
 
 
 # =============================================================================================
@@ -404,9 +424,69 @@ def _strict(errors: list[tuple[int, str, str]], what: str) -> None:
 
 
 # =============================================================================================
-# Fashion-MNIST
+# MNIST and Fashion-MNIST (IDX files)
 # =============================================================================================
 FASHION_MNIST_DIRS = ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw", "FashionMNIST")
+MNIST_DIRS = ("mnist", "MNIST/raw", "")  # the first is where downloads go
+IDX_DATASETS = {
+    "mnist": dict(title="MNIST", dirs=MNIST_DIRS, mirrors=MNIST_MIRRORS, md5=MNIST_MD5),
+    "fashion-mnist": dict(title="Fashion-MNIST", dirs=FASHION_MNIST_DIRS, mirrors=FASHION_MNIST_MIRRORS,
+                          md5=FASHION_MNIST_MD5),
+}
+
+
+def _idx_from(name: str, split: str, found: Sequence[Path]) -> ImageData:
+    """Images and labels of an MNIST-type dataset from its two IDX files (gzip or not)."""
+    from agelab.data.mnist import read_idx
+
+    title = IDX_DATASETS[name]["title"]
+    try:
+        images, labels = read_idx(found[0]), read_idx(found[1])
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"cannot read {title} from {found[0].parent}: {one_line(exc)}") from None
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
+        raise DatasetError(f"{title} files in {found[0].parent} have unexpected shapes "
+                           f"{images.shape}, {labels.shape}")
+    if labels.size and labels.max() > 9:
+        raise DatasetError(f"{title} labels in {found[1]} go up to {labels.max()}, expected 0..9")
+    return ImageData(name, split, torch.from_numpy(images.copy()).unsqueeze(1),
+                     torch.from_numpy(labels.astype(np.int64)))
+
+
+def _load_idx_dataset(name: str, split: str, roots: list[Path], allow_download: bool, progress: bool) -> ImageData:
+    spec = IDX_DATASETS[name]
+    _check_split(split)
+    roots = _check_roots(roots, spec["title"])
+    names = IDX_FILES[split]
+    for base in _bases(roots, spec["dirs"]):
+        found = []
+        for n in names:
+            for candidate in (base / n, base / n[:-3]):
+                if candidate.is_file():
+                    found.append(candidate)
+                    break
+        if len(found) == len(names):
+            break
+    else:
+        files = {n: ([m + n for m in spec["mirrors"]], None, spec["md5"][n]) for n in names}
+        paths = ensure_files(spec["title"], roots[0] / spec["dirs"][0], files, allow_download,
+                             progress=progress, hint=_searched(roots, spec["dirs"]))
+        found = [paths[n] for n in names]
+    return cached(found, lambda: _idx_from(name, split, found))
+
+
+def load_mnist(split: str, roots: list[Path], allow_download: bool = False, *, progress: bool = True) -> ImageData:
+    """MNIST (LeCun et al.), 60,000 train / 10,000 test 28x28 grayscale digits. Returns (N, 1, 28, 28).
+
+    Files (official IDX, gzip or not): ``train-images-idx3-ubyte.gz``,
+    ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``,
+    ``t10k-labels-idx1-ubyte.gz``, looked up in an ``mnist/`` or ``MNIST/raw/``
+    subfolder of each root, or the root itself. Downloads come from
+    http://yann.lecun.com/exdb/mnist/ or, when that host refuses, the mirror
+    https://ossci-datasets.s3.amazonaws.com/mnist/, checked against the
+    official md5 sums of the .gz files.
+    """
+    return _load_idx_dataset("mnist", split, roots, allow_download, progress)
 
 
 def load_fashion_mnist(split: str, roots: list[Path], allow_download: bool = False, *,
@@ -422,36 +502,7 @@ def load_fashion_mnist(split: str, roots: list[Path], allow_download: bool = Fal
     the root itself, where MNIST files with the same names may live. Returns
     (N, 1, 28, 28).
     """
-    from agelab.data.mnist import read_idx
-
-    _check_split(split)
-    roots = _check_roots(roots, "Fashion-MNIST")
-    names = FASHION_MNIST_FILES[split]
-    for base in _bases(roots, FASHION_MNIST_DIRS):
-        found = []
-        for n in names:
-            for candidate in (base / n, base / n[:-3]):
-                if candidate.is_file():
-                    found.append(candidate)
-                    break
-        if len(found) == len(names):
-            break
-    else:
-        files = {n: ([m + n for m in FASHION_MNIST_MIRRORS], None, FASHION_MNIST_MD5[n]) for n in names}
-        paths = ensure_files("Fashion-MNIST", roots[0] / "fashion-mnist", files, allow_download,
-                             progress=progress, hint=_searched(roots, FASHION_MNIST_DIRS))
-        found = [paths[n] for n in names]
-    try:
-        images, labels = read_idx(found[0]), read_idx(found[1])
-    except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"cannot read Fashion-MNIST from {found[0].parent}: {one_line(exc)}") from None
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
-        raise DatasetError(f"Fashion-MNIST files in {found[0].parent} have unexpected shapes "
-                           f"{images.shape}, {labels.shape}")
-    if labels.size and labels.max() > 9:
-        raise DatasetError(f"Fashion-MNIST labels in {found[1]} go up to {labels.max()}, expected 0..9")
-    return ImageData("fashion-mnist", split, torch.from_numpy(images.copy()).unsqueeze(1),
-                     torch.from_numpy(labels.astype(np.int64)))
+    return _load_idx_dataset("fashion-mnist", split, roots, allow_download, progress)
 
 
 # =============================================================================================
@@ -545,6 +596,7 @@ def read_cifar_batch(f, where: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+@_cached_by_source
 def _cifar_from_batches(split: str, source: Path) -> ImageData:
     wanted = CIFAR10_BATCHES[split]
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -576,6 +628,7 @@ def _cifar_from_batches(split: str, source: Path) -> ImageData:
 _CIFAR_JPG = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+\.(?:jpe?g|png))$", re.IGNORECASE)
 
 
+@_cached_by_source
 def _cifar_from_jpegs(split: str, source: Path, progress: bool) -> ImageData:
     def keep(name: str) -> bool:
         m = _CIFAR_JPG.search(name)
@@ -673,6 +726,10 @@ def load_svhn(split: str, roots: list[Path], allow_download: bool = False, *, pr
     if path is None:
         path = ensure_files("SVHN", roots[0] / "svhn", {filename: (url, None, md5)}, allow_download,
                             progress=progress, hint=_searched(roots, SVHN_DIRS))[filename]
+    return cached([path], lambda: _svhn_from(split, path))
+
+
+def _svhn_from(split: str, path: Path) -> ImageData:
     import scipy.io
 
     try:
@@ -733,6 +790,10 @@ def load_celeba(split: str, roots: list[Path], allow_download: bool = False, *, 
                           f"folder also works); {_searched(roots, CELEBA_DIRS)}")
         raise DatasetError(f"CelebA: img_align_celeba/ (or .zip) and list_eval_partition.txt not found together; "
                            f"{_searched(roots, CELEBA_DIRS)}")
+    return cached([images, partition], lambda: _celeba_from(split, images, partition, progress))
+
+
+def _celeba_from(split: str, images: Path, partition: Path, progress: bool) -> ImageData:
     wanted = str(CELEBA_PARTITION[split])
     files = []
     try:
@@ -768,6 +829,7 @@ TINY_IMAGENET_ARCHIVES = ("tiny-imagenet-200.zip", "tiny-imagenet*.zip", "tiny-i
 _IMG = r"[^/]+\.(?:jpe?g|png)"
 
 
+@_cached_by_source
 def _tiny_imagenet_from(split: str, source: Path, progress: bool) -> ImageData:
     train_re = re.compile(rf"(?:^|/)train/([^/]+)/images/({_IMG})$", re.IGNORECASE)
     val_re = re.compile(rf"(?:^|/)val/images/({_IMG})$", re.IGNORECASE)
@@ -889,6 +951,7 @@ def _cars_decode(split: str, tree: _Tree, names: list[str], labels: list[int], p
 _CARS_TRAIN_JPG = re.compile(r"(?:^|/)cars_train/([^/]+\.jpe?g)$", re.IGNORECASE)
 
 
+@_cached_by_source
 def _cars_train_only(split: str, source: Path, progress: bool) -> ImageData:
     with _open_tree(source, lambda n: bool(_CARS_TRAIN_JPG.search(n))) as tree:
         preds = sorted((n for n in tree.names if n.rsplit("/", 1)[-1] == "train_perfect_preds.txt"), key=len)
@@ -911,6 +974,7 @@ def _cars_train_only(split: str, source: Path, progress: bool) -> ImageData:
         return _cars_decode(split, tree, picked, picked_labels, progress)
 
 
+@_cached_by_source
 def _cars_devkit(split: str, base: Path, progress: bool) -> ImageData:
     if split == "train":
         folder, ann_path = base / "cars_train", base / "devkit" / "cars_train_annos.mat"
@@ -1052,6 +1116,7 @@ def load_image_folder(path: str | os.PathLike, size: int | tuple[int, int], *, s
 # registry
 # =============================================================================================
 SOURCES: dict[str, Callable[..., ImageData]] = {
+    "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "svhn": load_svhn,

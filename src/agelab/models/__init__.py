@@ -28,4 +28,28 @@ class Phase:
 
 from agelab.models.age import AGE, ModelConfig  # noqa: E402
 
-__all__ = ["AGE", "ModelConfig", "Phase"]
+# ModelConfig.model -> the model class (module path, class name); imported on demand.
+MODEL_TYPES = {
+    "age": ("agelab.models.age", "AGE"),  # unconditional AGE (paper 2)
+    "cage": ("agelab.models.conditional", "ConditionalAGE"),  # conditional AGE, colorization (paper 3.2)
+    "pix2pix": ("agelab.models.pix2pix", "Pix2Pix"),  # the colorization baseline (pix2pix with noise maps)
+}
+COLORIZATION_MODELS = ("cage", "pix2pix")
+
+
+def model_class(name: str) -> type:
+    """The class of model type ``name`` (ModelConfig.model)."""
+    import importlib
+
+    if name not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {name!r}; known: {', '.join(MODEL_TYPES)}")
+    module, cls = MODEL_TYPES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_model(cfg: ModelConfig, game=None) -> nn.Module:
+    """A freshly initialised model of type ``cfg.model``; ``game`` (an AGE GameConfig) is for the AGE models."""
+    return model_class(cfg.model)(cfg, game)
+
+
+__all__ = ["AGE", "COLORIZATION_MODELS", "MODEL_TYPES", "ModelConfig", "Phase", "make_model", "model_class"]

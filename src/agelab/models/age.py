@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agelab.data import to_float
+from agelab.distributed import Shard, fp32_region
 from agelab.divergences import kl_gaussian, kl_gaussian_reference, kl_knn
 from agelab.latent import make_prior
 from agelab.models import Phase
@@ -37,10 +39,16 @@ class ModelConfig:
     image_size: int = 32
     width: int = 64
     prior: str = "sphere"
-    model: str = "age"
+    model: str = "age"  # "age", "cage" (conditional AGE, colorization) or "pix2pix"; see agelab.models.make_model
+    res_blocks: int = 6  # residual blocks of the conditional AGE generator (model "cage" only)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields this model type uses: an unconditional model's dict (model.json) is unchanged by
+        fields that only the colorization models have, so older checkpoints compare equal."""
+        d = dataclasses.asdict(self)
+        if self.model != "cage":
+            d.pop("res_blocks")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -87,6 +95,11 @@ class AGE(nn.Module):
     """Encoder e (image -> prior support) and generator g (latent -> image in [-1, 1]).
 
     Images are float tensors (B, C, S, S) in [-1, 1]; codes are (B, M).
+
+    Conditional models (:class:`agelab.models.conditional.ConditionalAGE`) reuse the
+    game unchanged: a training batch may carry a condition c (``split_batch``),
+    which ``encode(x, c)`` and ``decode(z, c)`` take; here c is always None.
+    ``prepare_batch`` turns the trainer's uint8 images into a batch.
     """
 
     def __init__(self, cfg: ModelConfig, game: GameConfig | None = None):
@@ -94,22 +107,45 @@ class AGE(nn.Module):
         self.cfg = cfg
         self.game = game or GameConfig()
         self.prior = make_prior(cfg.prior, cfg.latent_dim)
-        self.encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
-        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        self.encoder, self.generator = self.build_networks(cfg)
+        # Multi-process training (agelab.distributed): this process's slice of the global batch; None = one process.
+        self.shard: Shard | None = None
+
+    @staticmethod
+    def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+        """(encoder, generator), initialised in this order: the DCGAN-type pair of paper 3.1."""
+        encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        return encoder, generator
 
     # ---- use of a trained model -------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         return self.prior.project(self.encoder(x))  # (B, M), unit norm for the sphere prior
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         return self.generator(z)  # (B, C, S, S) in [-1, 1]
 
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+    def reconstruct(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.decode(self.encode(x, c), c)
+
+    # ---- batches --------------------------------------------------------------------
+    def prepare_batch(self, images_u8: Tensor, channels_last: bool = False):
+        """The trainer's uint8 images (B, C, S, S) -> the batch the phase losses take: here x in [-1, 1]."""
+        x = to_float(images_u8)  # (B, C, S, S)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @staticmethod
+    def split_batch(batch) -> tuple[Tensor, Tensor | None]:
+        """A batch -> (x, condition): a tensor is x alone (c = None), a tuple is (x, c)."""
+        if isinstance(batch, tuple):
+            return batch
+        return batch, None
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.prior.sample(n, device=self.device, generator=generator)
@@ -119,7 +155,19 @@ class AGE(nn.Module):
 
     # ---- the game -----------------------------------------------------------------
     def divergence(self, z: Tensor) -> Tensor:
-        """D(Q || prior) of the batch of codes z (B, M); a scalar."""
+        """D(Q || prior) of the batch of codes z (B, M); a scalar.
+
+        Always computed in fp32 with autocast off (the statistics of a bf16 batch are
+        too coarse). In a multi-process run z is this process's slice and D is taken
+        over the codes of the global batch, gathered from every process.
+        """
+        with fp32_region(z.device.type):
+            z = z.float()  # (b, M)
+            if self.shard is not None:
+                z = self.shard.gather(z)  # (B, M), differentiable in this process's rows
+            return self._divergence(z)
+
+    def _divergence(self, z: Tensor) -> Tensor:
         name = self.game.divergence
         if name == "gaussian":
             return kl_gaussian(z)
@@ -136,29 +184,43 @@ class AGE(nn.Module):
             return 0.0, 0.0, 0.0, 0.0
         return g.mu, g.lam, g.enc_latent_recon, g.gen_image_recon
 
+    def batch_latent(self, b: int) -> Tensor:
+        """Latent samples for a batch of b images (b, M).
+
+        In a multi-process run every process draws the global batch (N*b) from the
+        shared RNG stream and keeps its own rows: the run draws exactly the z of a
+        single process with the global batch.
+        """
+        if self.shard is None:
+            return self.sample_latent(b)
+        return self.sample_latent(b * self.shard.world_size)[self.shard.rows(b * self.shard.world_size)]
+
     @staticmethod
     def latent_recon(z: Tensor, z_rec: Tensor) -> Tensor:
         """mean_b ||z - e(g(z))||^2; times 1/2 this equals 1 - cos(z, e(g(z))) for unit codes."""
         return (z - z_rec).pow(2).sum(1).mean()
 
-    def encoder_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def encoder_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 6 as a minimisation. Passes: e on x and on g(z); g(e(x)) only when its L1 term is on.
 
-        g(z) is drawn without a graph: the encoder phase never steps g.
+        g(z) is drawn without a graph: the encoder phase never steps g. With a
+        condition c every pass is conditioned on the batch's own c; the
+        divergences are still over the whole batch (which mixes many c, paper 3.2).
         """
+        x, c = self.split_batch(batch)
         mu, _, enc_z, _ = self._weights()
         b = x.shape[0]
         with torch.no_grad():
-            z = self.sample_latent(b)  # (B, M)
-            x_fake = self.decode(z)  # (B, C, S, S)
-        z_real = self.encode(x)  # (B, M)
+            z = self.batch_latent(b)  # (B, M)
+            x_fake = self.decode(z, c)  # (B, C, S, S)
+        z_real = self.encode(x, c)  # (B, M)
         with frozen_bn_stats(self.encoder):  # running statistics from real images only
-            z_fake = self.encode(x_fake)  # (B, M)
+            z_fake = self.encode(x_fake, c)  # (B, M)
         kl_real, kl_fake = self.divergence(z_real), self.divergence(z_fake)
         loss = kl_real - kl_fake
         logs = {"kl_real": kl_real.detach(), "kl_fake": kl_fake.detach()}
         if mu > 0:
-            rec_x = F.l1_loss(self.decode(z_real), x)  # mean over all pixels
+            rec_x = F.l1_loss(self.decode(z_real, c), x)  # mean over all pixels
             loss = loss + mu * rec_x
             logs["rec_x"] = rec_x.detach()
         if enc_z > 0:
@@ -168,12 +230,13 @@ class AGE(nn.Module):
         logs["loss"] = loss.detach()
         return loss, logs
 
-    def generator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 5. Passes: g on z, e on g(z) (input gradients only: e is not stepped); g(e(x)) when its L1 term is on."""
+        x, c = self.split_batch(batch)
         _, lam, _, gen_x = self._weights()
-        z = self.sample_latent(x.shape[0])  # (B, M)
+        z = self.batch_latent(x.shape[0])  # (B, M)
         with frozen_bn_stats(self.encoder):
-            z_fake = self.encode(self.decode(z))  # (B, M)
+            z_fake = self.encode(self.decode(z, c), c)  # (B, M)
         kl_fake = self.divergence(z_fake)
         loss = kl_fake
         logs = {"kl_fake": kl_fake.detach()}
@@ -183,8 +246,8 @@ class AGE(nn.Module):
             logs["rec_z"] = rec_z.detach()
         if gen_x > 0:
             with torch.no_grad(), frozen_bn_stats(self.encoder):
-                z_real = self.encode(x)  # (B, M), a constant for the generator
-            rec_x = F.l1_loss(self.decode(z_real), x)
+                z_real = self.encode(x, c)  # (B, M), a constant for the generator
+            rec_x = F.l1_loss(self.decode(z_real, c), x)
             loss = loss + gen_x * rec_x
             logs["rec_x"] = rec_x.detach()
         logs["loss"] = loss.detach()

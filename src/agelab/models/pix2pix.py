@@ -1,0 +1,91 @@
+"""The colorization baseline: pix2pix (Isola et al. 2017) with noise maps, as in the AGE paper's figure 4.
+
+    generator G(z, L) -> ab:  U-Net on [L, z maps]  (z from the same prior as the conditional AGE)
+    discriminator D(ab | L):  PatchGAN on [L, ab], one logit per patch
+
+Losses (pix2pix's: the vanilla GAN objective as binary cross-entropy on logits,
+plus an L1 term with pix2pix's weight 100; ab in [-1, 1] as for the AGE model):
+
+    disc loss (minimised):  1/2 [ BCE(D(ab | L), 1) + BCE(D(G(z, L) | L), 0) ]
+    gen loss  (minimised):  BCE(D(G(z, L) | L), 1) + 100 * mean |ab - G(z, L)|
+
+Two phases per iteration, "disc" then "gen", one step each, in the same trainer
+loop as AGE (:mod:`agelab.trainer`). Dropout (pix2pix's other noise source) is
+active in training only; at inference (eval mode) the output depends on L and z
+alone, so the diversity metrics measure what z does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from agelab.distributed import Shard
+from agelab.latent import make_prior
+from agelab.models import Phase
+from agelab.models.age import AGE, ModelConfig, frozen_bn_stats
+from agelab.models.conditional import LabBatches, _need_condition
+from agelab.nets.pix2pix import PatchDiscriminator, UNetGenerator
+
+L1_WEIGHT = 100.0  # pix2pix's lambda
+
+
+class Pix2Pix(LabBatches, nn.Module):
+    """pix2pix colorization with noise maps: ``decode(z, L)`` -> ab; no encoder (no colour transfer)."""
+
+    def __init__(self, cfg: ModelConfig, game=None):
+        super().__init__()
+        if cfg.channels != 3:
+            raise ValueError(f"pix2pix colorizes RGB images (3 channels), got {cfg.channels}")
+        self.cfg = cfg
+        self.prior = make_prior(cfg.prior, cfg.latent_dim)
+        self.generator = UNetGenerator(cfg.latent_dim, cfg.image_size, cfg.width)
+        self.discriminator = PatchDiscriminator(cfg.width)
+        self.shard: Shard | None = None  # multi-process training, as for AGE
+
+    split_batch = staticmethod(AGE.split_batch)
+    batch_latent = AGE.batch_latent
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.prior.sample(n, device=self.device, generator=generator)
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """G(z, L): (B, M), (B, 1, S, S) -> ab (B, 2, S, S) in [-1, 1]."""
+        return self.generator(z, _need_condition(c, "decode"))
+
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        raise NotImplementedError("pix2pix has no encoder: colour transfer needs a conditional AGE (cage) model")
+
+    # ---- the game -----------------------------------------------------------------
+    def discriminator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Passes: G(z, L) without a graph, D on real and on generated ab."""
+        x, c = self.split_batch(batch)
+        with torch.no_grad():
+            fake = self.decode(self.batch_latent(x.shape[0]), c)  # (B, 2, S, S)
+        real_logits = self.discriminator(x, c)  # (B, 1, P, P)
+        fake_logits = self.discriminator(fake, c)
+        loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+        loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        loss = 0.5 * (loss_real + loss_fake)
+        return loss, {"loss": loss.detach(), "d_real": torch.sigmoid(real_logits).mean().detach(),
+                      "d_fake": torch.sigmoid(fake_logits).mean().detach()}
+
+    def generator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Passes: G(z, L), D on it (input gradients only: D is not stepped)."""
+        x, c = self.split_batch(batch)
+        fake = self.decode(self.batch_latent(x.shape[0]), c)  # (B, 2, S, S)
+        with frozen_bn_stats(self.discriminator):
+            logits = self.discriminator(fake, c)
+        adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        l1 = F.l1_loss(fake, x)
+        loss = adv + L1_WEIGHT * l1
+        return loss, {"loss": loss.detach(), "adv": adv.detach(), "l1": l1.detach()}
+
+    def phases(self) -> list[Phase]:
+        return [Phase("disc", self.discriminator, self.discriminator_loss, repeats=1),
+                Phase("gen", self.generator, self.generator_loss, repeats=1)]

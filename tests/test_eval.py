@@ -1,0 +1,152 @@
+"""``agelab train-classifier`` and ``agelab eval`` end to end on the embedded digits (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import invoke
+
+TINY_CLASSIFIER = ["--dataset", "digits", "--epochs", "1", "--width", "4", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """scikit-learn's BLAS calls with several threads crawl on a 2-core machine shared with trainings."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits_classifier(tmp_path_factory) -> Path:
+    """A SmallCNN (width 4) trained for one epoch (23 steps) on digits, through the CLI. Read-only."""
+    from agelab.cli import main
+
+    out = tmp_path_factory.mktemp("classifier") / "digits.safetensors"
+    assert main(["train-classifier", *TINY_CLASSIFIER, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_classifier_writes_a_loadable_file_with_its_description(digits_classifier):
+    from agelab.nets.classifier import classifier_info, load_classifier, sidecar_path
+
+    model = load_classifier(digits_classifier)
+    assert model.meta["width"] == 4 and model.num_classes == 10 and model.image_size == 32
+    info = classifier_info(digits_classifier)
+    side = json.loads(sidecar_path(digits_classifier).read_text())
+    for d in (info, side):
+        assert d["dataset"] == "digits" and d["image_size"] == 32 and 0.0 <= d["test_accuracy"] <= 1.0
+        assert d["test_images"] == 299 and d["recipe"]["epochs"] == 1 and d["recipe"]["width"] == 4
+    assert len(side["sha256"]) == 64
+
+
+def test_train_classifier_default_output_is_the_per_user_cache(capsys, monkeypatch, tmp_path):
+    from agelab.nets.classifier import default_classifier_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err = invoke(["train-classifier", *TINY_CLASSIFIER, "--batch-size", "500"], capsys)
+    assert code == 0, err
+    expected = default_classifier_path("digits", 32)
+    assert expected == tmp_path / "cache" / "agelab" / "classifiers" / "digits-32px.safetensors"
+    assert expected.is_file() and f"wrote {expected}" in out and "test accuracy" in out
+
+
+def test_eval_writes_eval_json_and_html(run_copy, digits_classifier, capsys):
+    code, out, err = invoke(["eval", run_copy, "--classifier", digits_classifier, "--n-samples", "64",
+                             "--no-progress"], capsys)
+    assert code == 0, err
+    result = json.loads((run_copy / "eval.json").read_text())
+    assert result["dataset"] == "digits" and result["step"] == 4 and result["n_samples"] == 64
+    assert result["extractor"]["name"].startswith("classifier:digits:") and result["extractor"]["dim"] == 16
+    metrics = result["metrics"]
+    expected = {"fid", "kid", "inception_score", "precision", "recall", "recon_l1", "recon_mse", "recon_psnr",
+                "recon_ssim", "latent_cycle", "recon_domain_accuracy", "recon_label_accuracy",
+                "classifier_test_accuracy", "probe_code_all_labels", "probe_code_1000_labels"}
+    assert expected <= set(metrics), expected - set(metrics)
+    for name in ("fid", "kid", "inception_score", "precision", "recall"):
+        m = metrics[name]
+        assert m["extractor"] == result["extractor"]["name"] and m["n_fake"] == 64 and "how" in m, name
+        assert m["floor"]["n_fake"] == 64 and m["floor"]["fake"].startswith("train split"), name
+    assert metrics["fid"]["n_real"] == 299 and metrics["fid"]["real"] == "test split"
+    assert metrics["recon_l1"]["split"] == "test" and metrics["recon_l1"]["n"] == 299
+    probe = metrics["probe_code_1000_labels"]
+    assert probe["per_class"] == 100 and probe["n_train"] == 1000 and probe["n_test"] == 299
+    assert probe["floor"]["features"] == "raw pixels" and metrics["probe_code_all_labels"]["n_train"] == 1498
+    assert result["skipped"] == {}
+    page = (run_copy / "eval.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # samples, reconstructions, interpolations, curves
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # opens offline
+    for name in expected:
+        assert f"<b>{name}</b>" in page
+    assert f"wrote {run_copy / 'eval.json'}" in out and re.search(r"fid\s+[\d.]+\s+\(floor [\d.]+\)", out)
+    assert "torchvision" not in sys.modules and "torch_fidelity" not in sys.modules
+
+
+def test_eval_hidden_probe_features(run_copy, digits_classifier):
+    from agelab.evaluate import evaluate_run
+
+    result = evaluate_run(run_copy, classifier=digits_classifier, n_samples=16, probe_features="hidden",
+                          progress=False, write=False)
+    probe = result["metrics"]["probe_hidden_1000_labels"]
+    assert probe["dim"] == (4 + 8 + 16) * 16 and "hidden" in probe["features"]
+    assert not (run_copy / "eval.json").exists()
+
+
+def test_eval_without_a_classifier_says_how_to_get_one(run_copy, capsys):
+    code, _, err = invoke(["eval", run_copy, "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "agelab train-classifier --dataset digits" in err and "--classifier" in err
+    assert not (run_copy / "eval.json").exists()
+
+
+def test_eval_inception_without_weights_is_one_clear_line(run_copy, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("AGELAB_INCEPTION_WEIGHTS", raising=False)
+    missing = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    code, _, err = invoke(["eval", run_copy, "--features", "inception", "--inception-weights", missing,
+                           "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "pt_inception-2015-12-05-6726825d.pth" in err and str(missing) in err
+    assert "--features classifier" in err
+
+
+def test_eval_rejects_a_classifier_of_another_dataset(run_copy, capsys, tmp_path):
+    from agelab.nets.classifier import SmallCNN, save_classifier
+
+    other = save_classifier(SmallCNN(1, 10, width=4), tmp_path / "mnist.safetensors", {"dataset": "mnist"})
+    code, _, err = invoke(["eval", run_copy, "--classifier", other, "--no-progress"], capsys)
+    assert code == 2 and "trained on mnist" in err and err.count("\n") == 1
+
+
+def test_eval_of_a_folder_that_is_no_run(tmp_path, capsys):
+    code, _, err = invoke(["eval", tmp_path, "--no-progress"], capsys)
+    assert code == 2 and "not a run folder" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command, options", [
+    ("eval", ["RUN", "--features", "--classifier", "--inception-weights", "--n-samples", "--data-root",
+              "--probe-features", "--seed", "--batch-size", "--device", "--no-progress"]),
+    ("train-classifier", ["--dataset", "--data-root", "--out", "--epochs", "--width", "--batch-size",
+                          "--image-size", "--seed", "--device", "--no-download", "--no-progress"]),
+])
+def test_help_lists_every_option(command, options, capsys):
+    code, stdout, err = invoke([command, "--help"], capsys)
+    assert code == 0 and err == ""
+    body = stdout.split("\n\n", 1)[1]
+    for option in options:
+        assert re.search(rf"(^|\s){re.escape(option)}(\s|,|$)", body, re.M), f"{option} missing"
+
+
+def test_train_classifier_bad_input_is_one_line(capsys, tmp_path):
+    code, _, err = invoke(["train-classifier", "--dataset", "digits", "--out", tmp_path / "x.pt"], capsys)
+    assert code == 2 and "safetensors" in err and err.count("\n") == 1
+    code, _, err = invoke(["train-classifier", "--dataset", "nope"], capsys)
+    assert code == 2 and "nope" in err
+    code, _, err = invoke(["train-classifier", "--dataset", "mnist", "--data-root", tmp_path, "--no-download",
+                           "--no-progress"], capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
