@@ -39,6 +39,7 @@ BATCH = 64
 VARIANTS = {
     "agelab": {},
     "agelab-nchw": {"channels_last": False},
+    "agelab-no-malloc-tuning": {"malloc_tuning": False},
     "agelab-compile": {"compile": True},
     "agelab-bf16": {"amp": "bf16"},  # GPU only
     "agelab-bf16-compile": {"amp": "bf16", "compile": True},  # GPU only

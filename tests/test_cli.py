@@ -293,3 +293,17 @@ def test_top_level_help_and_version(capsys):
     assert code == 0 and stdout.strip() == "agelab 0.1.0"
     code, _, err = invoke([], capsys)
     assert code == 2 and err.startswith("agelab") and "Traceback" not in err
+
+
+def test_options_on_by_default_can_be_turned_off(tmp_path, capsys):
+    """Boolean options whose default is on get a --no-... form (channels-last, malloc tuning)."""
+    out = tmp_path / "runs"
+    code, _, err = invoke(["train", *TINY_ARGS, "--iterations", "2", "--no-channels-last", "--no-malloc-tuning",
+                           "--out-dir", out], capsys)
+    assert code == 0, err
+    (run,) = run_dirs(out)
+    config = json.loads((run / "config.json").read_text())
+    assert config["channels_last"] is False and config["malloc_tuning"] is False
+    code, _, err = invoke(["train", *TINY_ARGS, "--iterations", "2", "--channels-last", "--out-dir", out], capsys)
+    assert code == 0, err
+    assert json.loads((run_dirs(out)[-1] / "config.json").read_text())["channels_last"] is True

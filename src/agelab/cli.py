@@ -52,7 +52,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         kind = _field_type(f)
         meta = f.metadata
         if kind is bool:
-            group.add_argument(flag, dest=f.name, action="store_true", default=None, help=meta["help"])
+            if f.default is True:  # on by default: --name / --no-name
+                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                   help=meta["help"] + " (default: on)")
+            else:
+                group.add_argument(flag, dest=f.name, action="store_true", default=None, help=meta["help"])
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=None, choices=meta.get("choices"),
                                help=f"{meta['help']} (default: {f.default})")
@@ -237,18 +241,37 @@ def _metrics_errors(func):
         raise UsageError(first_line(exc)) from None
 
 
+def _ais_config(args):
+    """--ais and its settings -> an AISConfig (None without --ais)."""
+    if not args.ais:
+        return None
+    from agelab.metrics.ais import AISConfig
+
+    try:
+        return AISConfig(images=args.ais_images, chains=args.ais_chains, steps=args.ais_steps,
+                         leapfrog=args.ais_leapfrog, sigma=args.ais_sigma, seed=args.seed).validate()
+    except ValueError as exc:
+        raise UsageError(f"--ais: {first_line(exc)}") from None
+
+
 def cmd_eval(args) -> int:
     from agelab.evaluate import evaluate_run
 
+    ais = _ais_config(args)
     result = _metrics_errors(lambda: evaluate_run(
         args.run, features=args.features, classifier=args.classifier, inception_weights=args.inception_weights,
         n_samples=args.n_samples, data_root=args.data_root, probe_features=args.probe_features, seed=args.seed,
-        batch_size=args.batch_size, device=args.device, progress=not args.no_progress))
+        batch_size=args.batch_size, device=args.device, progress=not args.no_progress, ais=ais))
     print(f"{result['dataset']}, checkpoint {result['checkpoint']}; extractor {result['extractor']['name']}")
     for name, e in result["metrics"].items():
         floor = e.get("floor")
         extra = f"   (floor {floor['value']:.4g})" if floor and isinstance(floor.get("value"), float) else ""
         print(f"  {name:28s} {e['value']:.4g}{extra}")
+    ll = result.get("log_likelihood")
+    if ll:
+        gap = f", BDMC gap {ll['bdmc']['gap']:.3g}" if ll.get("bdmc") else ""
+        print(f"  {'log_likelihood (AIS)':28s} {ll['value']:.4g} +- {ll['std_error'] or 0:.2g} nats "
+              f"(sigma {ll['sigma']['value']:g}, {ll['n_images']} images x {ll['chains']} chains{gap})")
     for name, why in result["skipped"].items():
         print(f"  {name:28s} skipped: {why}")
     run = Path(result["run"])
@@ -410,6 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu", help="device for the model and the extractor: cpu, "
                    "cuda or cuda:N (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--ais", action="store_true", help="also estimate the test log-likelihood by annealed "
+                   "importance sampling (Wu et al. 2017, Gaussian observation model on the 28x28 grid; mnist and "
+                   "fashion-mnist runs), with sigma chosen on training images and a BDMC gap; long: see "
+                   "docs/evaluation.md")
+    p.add_argument("--ais-images", type=_positive, default=100, help="test images for --ais (default: 100)")
+    p.add_argument("--ais-chains", type=_positive, default=16, help="AIS chains per image (default: 16)")
+    p.add_argument("--ais-steps", type=_positive, default=1000, help="AIS intermediate distributions "
+                   "(default: 1000)")
+    p.add_argument("--ais-leapfrog", type=_positive, default=1, help="leapfrog steps per HMC transition "
+                   "(default: 1)")
+    p.add_argument("--ais-sigma", type=float, default=None, help="fixed observation noise sigma instead of "
+                   "choosing it from a grid on training images")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train-classifier", help="train the domain classifier that eval uses as offline feature "

@@ -93,6 +93,9 @@ class TrainConfig:
     channels_last: bool = _opt(True, "keep images and activations in channels-last (NHWC) memory layout; "
                                "same math, different convolution kernels")
     threads: int = _opt(0, "CPU threads for torch (0 = torch's default)")
+    malloc_tuning: bool = _opt(True, "on CPU (Linux/glibc), keep freed memory for reuse instead of unmapping it, "
+                               "so activations are not page-faulted in again every pass (process-wide; "
+                               "docs/performance.md)")
     compile: bool = _opt(False, "compile the encoder and generator with torch.compile (needs a C++ compiler on CPU); "
                          "same math to float tolerance, faster steps after a slow first iteration")
     amp: str = _opt("off", "mixed precision: 'bf16' runs the forward passes under bfloat16 autocast (CUDA only; "

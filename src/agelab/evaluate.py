@@ -94,7 +94,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
                  classifier: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
                  n_samples: int = 10000, data_root: str | None = None, probe_features: str = "code",
                  seed: int = 0, batch_size: int = 100, device: str = "cpu", progress: bool = True,
-                 write: bool = True) -> dict:
+                 write: bool = True, ais=None) -> dict:
     """Evaluate the newest good checkpoint of a run (or a given checkpoint folder); returns the eval.json dict.
 
     ``features``: "classifier" (agelab's domain classifier at ``classifier`` or the default
@@ -103,6 +103,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
     :class:`~agelab.metrics.features.FeatureExtractor`. ``n_samples``: samples for the
     sample-quality metrics, capped at the training split's size (the floor uses as many
     training images). With ``write``, eval.json and eval.html go into the run folder.
+    ``ais``: an :class:`agelab.metrics.ais.AISConfig` adds the AIS log-likelihood (MNIST-type runs).
     """
     import agelab
     from agelab.metrics.probe import PROBE_SOURCES
@@ -137,7 +138,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
         extractor = InceptionExtractor.from_weights(inception_weights)
         judge = load_domain_classifier(classifier, cfg.dataset, cfg.image_size, channels, required=False)
 
-    phases = tqdm(total=5, desc="eval", disable=not progress, leave=False)
+    phases = tqdm(total=5 + (ais is not None), desc="eval", disable=not progress, leave=False)
 
     def phase(name: str) -> None:
         phases.set_postfix_str(name)
@@ -146,14 +147,15 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
     try:
         return _evaluate(run, cfg, model, extractor, judge, phase, features=features, classifier=classifier,
                          n_samples=n_samples, data_root=data_root, probe_features=probe_features, seed=seed,
-                         batch_size=batch_size, device=device, progress=progress, write=write, started=started)
+                         batch_size=batch_size, device=device, progress=progress, write=write, started=started,
+                         ais=ais)
     finally:
         phases.close()
 
 
 def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: ClassifierExtractor | None, phase, *,
               features, classifier, n_samples: int, data_root, probe_features: str, seed: int, batch_size: int,
-              device: str, progress: bool, write: bool, started: float) -> dict:
+              device: str, progress: bool, write: bool, started: float, ais=None) -> dict:
     """The body of :func:`evaluate_run` once the model and the extractors are in hand."""
     import agelab
     from agelab.data import load_dataset, to_float
@@ -267,6 +269,17 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         skipped["linear_probe"] = f"{cfg.dataset} has no class labels"
     phase("probes")
 
+    # ---- AIS log-likelihood (opt-in: --ais; docs/evaluation.md) -------------------------------------------
+    log_likelihood = None
+    if ais is not None:
+        from agelab.metrics.ais import ais_section
+
+        log_likelihood, why = ais_section(model, cfg.dataset, cfg.image_size, test.images, train.images, ais,
+                                          progress)
+        if why:
+            skipped["log_likelihood"] = why
+        phase("log-likelihood")
+
     step_match = re.search(r"step-(\d+)", Path(model.checkpoint_path).name)
     result = {
         "run": str(run),
@@ -284,6 +297,7 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         "seed": seed,
         "probe_features": probe_features,
         "metrics": metrics,
+        **({"log_likelihood": log_likelihood} if log_likelihood is not None else {}),
         "skipped": skipped,
         "agelab_version": agelab.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -386,6 +400,18 @@ def _data_text(e: dict) -> str:
     return str(e.get("fake", "")) if e.get("real") in (None, "-") else f"{e.get('real', '')} vs {e.get('fake', '')}"
 
 
+def _log_likelihood_html(ll: dict | None) -> str:
+    """The AIS log-likelihood paragraph of eval.html (empty without one)."""
+    if not ll:
+        return ""
+    bdmc = ll.get("bdmc")
+    gap = f"; BDMC gap {_fmt(bdmc['gap'])} nats on {bdmc['n_images']} simulated images" if bdmc else ""
+    return (f"<h3>Log-likelihood (AIS)</h3><p><b>{_fmt(ll['value'])}</b> ± {_fmt(ll['std_error'])} nats per image "
+            f"on {ll['n_images']} test images, sigma {_fmt(ll['sigma']['value'])}, {ll['chains']} chains, "
+            f"{ll['intermediate_distributions']} intermediate distributions, L = {ll['leapfrog_steps']}{gap}. "
+            f"<small>{html.escape(ll['protocol'])}</small></p>")
+
+
 @torch.no_grad()
 def write_eval_html(run: Path, result: dict, model, fake_u8: Tensor, test_u8: Tensor, seed: int = 0) -> Path:
     """A self-contained eval.html: images and curves embedded as base64 PNGs (opens without a server)."""
@@ -430,6 +456,7 @@ images as samples), or the reference named in the row: a model is not expected t
 Numbers computed with different extractors are not comparable.</p>
 <table><tr><th>metric</th><th>value</th><th>real-data floor / reference</th><th>extractor</th><th>n</th>
 <th>data</th><th>how</th></tr>{''.join(rows)}</table>
+{_log_likelihood_html(result.get("log_likelihood"))}
 {f'<h3>Not computed</h3><ul>{skipped}</ul>' if skipped else ''}
 <div class="g"><div><h2>Samples g(z), z ~ prior</h2>{_img_tag(samples, 'samples')}</div>
 <div><h2>Test reconstructions (x | g(e(x)))</h2>{_img_tag(recon, 'reconstructions')}</div></div>

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from agelab import checkpoint as ckpt
 from agelab.config import ConfigError, TrainConfig
+from agelab.cpu import keep_freed_memory
 from agelab.data import ImageData, load_dataset, to_float
 from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
 from agelab.errors import first_line
@@ -50,7 +51,7 @@ from agelab.runs import MetricsLog, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
 RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "no_cache", "strict", "channels_last", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
-                     "max_rollbacks", "compile", "amp")
+                     "max_rollbacks", "compile", "amp", "malloc_tuning")
 SEED_MAX = 2**32 - 1  # seeds of torch generators; BatchOrder multiplies it by ~1e6
 MAX_THREADS = 1024
 
@@ -263,6 +264,8 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     device = _process_device(cfg, shard)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.malloc_tuning and device.type == "cpu":
+        keep_freed_memory()
 
     # Data first: a missing dataset must fail before any run folder exists.
     with shard.writer_first():  # rank 0 first: it may download; its error stops every process

@@ -1,0 +1,160 @@
+"""Compare a conditional AGE colorization run with a pix2pix-with-noise run on held-out images (paper fig. 4).
+
+    .venv/bin/python scripts/colorization_report.py --age /work/runs/00002-cars-cage \\
+        --pix2pix /work/runs/00003-cars-pix2pix --data-root /work/shared/data \\
+        --json docs/figures/cars-colorization-metrics.json --fig-dir docs/figures
+
+Writes
+  * a JSON with :func:`agelab.metrics.colorization.evaluate_colorization` for both runs on the
+    same held-out images, K samples each (z drawn independently per image, same seed for both);
+  * ``<prefix>-colorizations.png``: for several held-out inputs an AGE row and a pix2pix row, each
+    the gray input first, then K colorizations (the same K codes z in every row), then the real image;
+  * ``<prefix>-transfer.png``: colour transfer with the AGE run, one row per pair: source, target in
+    gray, g(e(ab_source | L_source) | L_target), the real target;
+and prints a markdown table of the metrics. Figures are palette PNGs (256 colours) to stay small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+import agelab
+from agelab.colorize import colorize, transfer
+from agelab.colorspace import gray_rgb, uint8_to_lab
+from agelab.data import load_dataset
+from agelab.metrics.colorization import evaluate_colorization
+
+PAD = 2
+LABEL_W = 52
+
+ROWS = [  # (metric key, label, unit/format)
+    ("diversity", "diversity: mean pairwise ab distance of the K samples (Lab units)", "{:.2f}"),
+    ("z_sensitivity", "z-sensitivity: mean abs ab change between two z / ab spread of the truth", "{:.3f}"),
+    ("colorfulness", "colourfulness (Hasler-Suesstrunk), truth: {truth:.1f}", "{:.1f}"),
+    ("l1_best", "ab L1, best of K (Lab units)", "{:.2f}"),
+    ("l1_mean_of_k", "ab L1, mean of K", "{:.2f}"),
+    ("l1_sample", "ab L1, one sample", "{:.2f}"),
+    ("psnr_best", "PSNR (dB, RGB), best of K", "{:.2f}"),
+    ("psnr_mean_of_k", "PSNR (dB, RGB), mean of K", "{:.2f}"),
+    ("psnr_sample", "PSNR (dB, RGB), one sample", "{:.2f}"),
+]
+
+
+def to_pil(rgb01: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] -> PIL RGB."""
+    arr = (rgb01.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def labelled_grid(rows: list[tuple[str, list[torch.Tensor]]], size: int, group: int = 1) -> Image.Image:
+    """Rows of (label, [images (3, S, S) in [0, 1]]) -> one white-padded image with the labels on the left;
+    an extra gap after every ``group`` rows."""
+    ncol = max(len(r[1]) for r in rows)
+    gap = 3 * PAD
+    w = LABEL_W + ncol * (size + PAD) + PAD
+    h = len(rows) * (size + PAD) + PAD + gap * ((len(rows) - 1) // group)
+    canvas = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, images) in enumerate(rows):
+        y = PAD + i * (size + PAD) + gap * (i // group)
+        draw.text((4, y + size // 2 - 6), label, fill="black")
+        for j, img in enumerate(images):
+            canvas.paste(to_pil(img), (LABEL_W + PAD + j * (size + PAD), y))
+    return canvas
+
+
+def save_small_png(image: Image.Image, path: Path) -> Path:
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    return path
+
+
+@torch.no_grad()
+def colorization_figure(age, pix, images: torch.Tensor, k: int, seed: int) -> Image.Image:
+    a, p = colorize(age, images, k, seed), colorize(pix, images, k, seed)  # (N, K, 3, S, S)
+    gray = gray_rgb(uint8_to_lab(images)[0])  # (N, 3, S, S)
+    real = images.float() / 255
+    rows = []
+    for i in range(len(images)):
+        rows.append(("AGE", [gray[i], *a[i], real[i]]))
+        rows.append(("pix2pix", [gray[i], *p[i], real[i]]))
+    return labelled_grid(rows, images.shape[-1], group=2)
+
+
+@torch.no_grad()
+def transfer_figure(age, sources: torch.Tensor, targets: torch.Tensor) -> Image.Image:
+    out = transfer(age, sources, targets)
+    gray = gray_rgb(uint8_to_lab(targets)[0])
+    rows = [("", [sources[i].float() / 255, gray[i], out[i], targets[i].float() / 255]) for i in range(len(out))]
+    return labelled_grid(rows, targets.shape[-1])
+
+
+def markdown_table(result: dict) -> str:
+    a, p = result["age"]["metrics"], result["pix2pix"]["metrics"]
+    lines = ["| metric | conditional AGE | pix2pix + noise |", "|---|---|---|"]
+    for key, label, fmt in ROWS:
+        label = label.format(truth=a["colorfulness_true"])
+        lines.append(f"| {label} | {fmt.format(a[key])} | {fmt.format(p[key])} |")
+    return "\n".join(lines)
+
+
+def run_info(run: Path, model) -> dict:
+    cfg = json.loads((run / "config.json").read_text())
+    return {"run": str(run), "checkpoint": str(model.checkpoint_path), "model": model.cfg.model,
+            "iterations": cfg["iterations"], "width": cfg["width"], "batch_size": cfg["batch_size"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--age", required=True, type=Path, help="conditional AGE run folder (--model cage)")
+    ap.add_argument("--pix2pix", required=True, type=Path, help="pix2pix run folder (--model pix2pix)")
+    ap.add_argument("--data-root", help="dataset folder (default: the AGE run's)")
+    ap.add_argument("--images", type=int, default=814, help="held-out images to evaluate (default: 814, all)")
+    ap.add_argument("--k", type=int, default=8, help="colorizations per image (default: 8)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the latent samples (default: 0)")
+    ap.add_argument("--json", type=Path, default=Path("docs/figures/cars-colorization-metrics.json"),
+                    help="output JSON")
+    ap.add_argument("--fig-dir", type=Path, default=Path("docs/figures"), help="folder for the two PNGs")
+    ap.add_argument("--prefix", default="cars", help="file name prefix of the PNGs (default: cars)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    age, pix = agelab.load(args.age), agelab.load(args.pix2pix)
+    if age.cfg.model != "cage" or pix.cfg.model != "pix2pix":
+        sys.exit(f"--age must be a cage run and --pix2pix a pix2pix run (got {age.cfg.model}, {pix.cfg.model})")
+    cfg = json.loads((args.age / "config.json").read_text())
+    test = load_dataset(cfg["dataset"], "test", age.cfg.image_size, args.data_root or cfg.get("data_root"))
+    images = test.images[: args.images]
+
+    result = {"dataset": cfg["dataset"], "split": "test", "images": len(images), "k": args.k, "seed": args.seed}
+    for name, model, run in (("age", age, args.age), ("pix2pix", pix, args.pix2pix)):
+        t = time.perf_counter()
+        metrics = evaluate_colorization(model, images, k=args.k, seed=args.seed)
+        result[name] = {**run_info(run, model), "metrics": metrics, "eval_seconds": round(time.perf_counter() - t, 1)}
+        print(f"{name}: {len(images)} images x {args.k} in {result[name]['eval_seconds']} s", file=sys.stderr)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+
+    args.fig_dir.mkdir(parents=True, exist_ok=True)
+    n = len(test.images)
+    picks = [round(i * (n - 1) / 5) for i in range(6)]  # 6 inputs spread over the held-out split
+    fig = save_small_png(colorization_figure(age, pix, test.images[picks], args.k, args.seed),
+                         args.fig_dir / f"{args.prefix}-colorizations.png")
+    src = [1 + 7 * i for i in range(6)]
+    tgt = [n // 2 + 5 * i for i in range(6)]
+    tr = save_small_png(transfer_figure(age, test.images[src], test.images[tgt]),
+                        args.fig_dir / f"{args.prefix}-transfer.png")
+    print(markdown_table(result))
+    print(f"wrote {args.json}, {fig} ({fig.stat().st_size // 1024} KB), {tr} ({tr.stat().st_size // 1024} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
