@@ -155,3 +155,15 @@ def test_training_reads_from_the_cache(fake_mnist, tiny_cfg, tmp_path):
         warnings.simplefilter("error")  # e.g. torch's warning about non-writable numpy arrays
         train(cfg, progress=False)
     assert len(entries(root)) == 2  # train and test
+
+
+def test_a_root_marked_read_only_is_never_written_even_by_root(cifar_root, tmp_path, monkeypatch):
+    second = tmp_path / "second"
+    monkeypatch.setenv("AGELAB_DATA", str(second))
+    cifar_root.chmod(0o555)  # r-x for everyone: root could still write here, agelab must not
+    try:
+        load_dataset("cifar10", "test", 32, str(cifar_root))
+    finally:
+        cifar_root.chmod(0o755)
+    assert not (cifar_root / CACHE_DIR).exists()
+    assert len(entries(second)) == 1

@@ -297,11 +297,25 @@ def test_divergence_gets_fp32_codes_outside_autocast(monkeypatch):
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-def test_amp_bf16_is_for_gpus(tiny_cfg):
-    with pytest.raises(ConfigError, match="^--amp: bf16 autocast is for GPUs"):
-        tiny_cfg(amp="bf16")  # device="cpu"
+def test_amp_bf16_needs_a_gpu_or_native_cpu_bf16(tiny_cfg, monkeypatch):
+    import agelab.cpu
+
     with pytest.raises(ConfigError, match="--amp"):
         TrainConfig(amp="fp8").validate()
+    monkeypatch.setattr(agelab.cpu, "has_native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="^--amp: bf16 autocast needs a GPU or a CPU with native bfloat16"):
+        tiny_cfg(amp="bf16")  # device="cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="^--amp: bf16 autocast is for GPUs"):
+        monkeypatch.setattr("agelab.trainer.has_native_bf16", lambda: False)
+        with pytest.raises(ConfigError, match="^--amp: bf16 autocast needs a GPU"):
             train(tiny_cfg().replace(device="auto", amp="bf16"), progress=False)
+
+
+@pytest.mark.skipif(not __import__("agelab.cpu").cpu.has_native_bf16(), reason="this CPU has no native bfloat16")
+def test_amp_bf16_on_a_cpu_with_native_bf16_trains_close_to_fp32(tiny_cfg):
+    from agelab.runs import read_metrics
+
+    runs = [train(tiny_cfg(amp=amp, iterations=4, log_every=4, tag=amp), progress=False) for amp in ("off", "bf16")]
+    fp32, bf16 = (read_metrics(r)[-1] for r in runs)
+    for key in ("enc/kl_real", "enc/kl_fake", "gen/kl_fake"):
+        assert bf16[key] == pytest.approx(fp32[key], rel=0.05), key  # bf16 convolutions, fp32 statistics

@@ -269,3 +269,29 @@ def test_sample_images_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(a, sample_images(model, 300, seed=3))
     z = model.prior.sample(300, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(a, model.decode(z), atol=1e-6)
+
+
+def test_generator_updates_of_one_batch_share_the_frozen_codes_exactly():
+    """With the image term on the generator, e(x) is computed once per batch and encoder state."""
+    torch.manual_seed(0)
+    model = make_model(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)
+    x = torch.rand(8, 1, 32, 32) * 2 - 1
+    calls = []
+    model.encoder.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    torch.manual_seed(1)
+    first, _ = model.generator_loss(x)
+    torch.manual_seed(1)
+    second, _ = model.generator_loss(x)  # same z: the same loss, with one encoder pass fewer
+    assert len(calls) == 3 and torch.equal(first, second)
+    model._code_cache = None
+    torch.manual_seed(1)
+    fresh, _ = model.generator_loss(x)
+    assert torch.equal(fresh, first) and len(calls) == 5
+    opt = torch.optim.SGD(model.encoder.parameters(), lr=0.1)
+    model.encoder_loss(x)[0].backward()
+    opt.step()  # the encoder changed: its codes must be computed again
+    n = len(calls)
+    model.generator_loss(x)
+    assert len(calls) == n + 2
+    model.generator_loss(x.clone())  # another batch
+    assert len(calls) == n + 4

@@ -98,8 +98,9 @@ class TrainConfig:
                                "docs/performance.md)")
     compile: bool = _opt(False, "compile the encoder and generator with torch.compile (needs a C++ compiler on CPU); "
                          "same math to float tolerance, faster steps after a slow first iteration")
-    amp: str = _opt("off", "mixed precision: 'bf16' runs the forward passes under bfloat16 autocast (CUDA only; "
-                    "the divergence statistics stay fp32) or 'off' (fp32 everywhere)", AMP_MODES)
+    amp: str = _opt("off", "mixed precision: 'bf16' runs the forward passes under bfloat16 autocast (on CUDA, or "
+                    "on CPUs with native bfloat16: AVX512-BF16 or AMX; the divergence statistics stay fp32) or "
+                    "'off' (fp32 everywhere)", AMP_MODES)
     # --- colorization (paper 3.2; docs/architecture.md "Conditional models") ---
     model: str = _opt("age", "what to train: 'age' (unconditional AGE, paper 2-3.1), 'cage' (conditional AGE "
                       "colorizing the lightness L of colour images in Lab space, paper 3.2) or 'pix2pix' (the "
@@ -151,7 +152,11 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise bad("device", f"unknown device {self.device!r}")
         if self.amp == "bf16" and self.device == "cpu":
-            raise bad("amp", "bf16 autocast is for GPUs (CUDA); use --device cuda, or --amp off on CPU")
+            from agelab.cpu import has_native_bf16
+
+            if not has_native_bf16():
+                raise bad("amp", "bf16 autocast needs a GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX); "
+                                 "this CPU has neither: use --amp off")
         if self.model != "age" and self.dataset in GRAY_DATASETS:
             raise bad("model", f"{self.model} colorizes colour images; {self.dataset} is grayscale (use e.g. "
                       "--dataset cars, cifar10 or a folder of colour images)")

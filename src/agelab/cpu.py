@@ -28,3 +28,16 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     limit = min(int(limit), 2**31 - 1)
     return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
+
+
+def has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively on this CPU (AVX512-BF16 or AMX).
+
+    Without it, bf16 autocast on CPU emulates bfloat16 and is slower than fp32.
+    """
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from agelab import checkpoint as ckpt
 from agelab.config import ConfigError, TrainConfig
-from agelab.cpu import keep_freed_memory
+from agelab.cpu import has_native_bf16, keep_freed_memory
 from agelab.data import ImageData, load_dataset, to_float
 from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
 from agelab.errors import first_line
@@ -231,8 +231,9 @@ def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
                               f"({torch.cuda.device_count()} visible); start at most that many processes per node")
         device = torch.device("cuda", shard.local_rank)
         torch.cuda.set_device(device)
-    if cfg.amp == "bf16" and device.type != "cuda":
-        raise ConfigError(f"--amp: bf16 autocast is for GPUs (CUDA); this run's device is {device}, use --amp off")
+    if cfg.amp == "bf16" and device.type == "cpu" and not has_native_bf16():
+        raise ConfigError("--amp: bf16 autocast needs a GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX); "
+                          "this CPU has neither: use --amp off")
     return device
 
 
@@ -294,7 +295,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
                   for p in phases}
     phase_params = {p.name: list(p.module.parameters()) for p in phases}
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp == "bf16" else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.amp == "bf16" else contextlib.nullcontext
 
     def restore(path: Path, st: dict) -> None:
         """Weights, optimiser states and RNG of checkpoint ``path``, whose checked state.pt is ``st``."""

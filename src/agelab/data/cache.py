@@ -18,7 +18,8 @@ therefore never serves stale images. An entry is three files in
 
 It is written into the first data root that accepts it (``--data-root``,
 ``$AGELAB_DATA``, then the per-user cache folder), each file to a temporary name
-first and renamed. An entry that fails to read is decoded again and replaced.
+first and renamed. A root whose permission bits grant no write access (a read-only
+dataset share) is skipped even when the process could write there (as root). An entry that fails to read is decoded again and replaced.
 """
 
 from __future__ import annotations
@@ -136,6 +137,19 @@ def cache_folders(roots: Sequence[Path]) -> list[Path]:
     return [Path(r) / CACHE_DIR for r in roots]
 
 
+def _meant_read_only(folder: Path) -> bool:
+    """A data root whose permission bits grant nobody write access (like a read-only dataset share).
+
+    ``os.access`` says yes to root everywhere, so the mode bits are checked too: the cache never
+    goes into a folder its owner marked read-only, even when the process could write there.
+    """
+    root = folder.parent
+    try:
+        return root.is_dir() and (root.stat().st_mode & 0o222 == 0 or not os.access(root, os.W_OK))
+    except OSError:
+        return True
+
+
 def cached(sources: Sequence[Path], decode: Callable[[], "ImageData"]) -> "ImageData":  # noqa: F821
     """``decode()`` at the size of the current :func:`caching` request, served from the cache when possible.
 
@@ -158,6 +172,9 @@ def cached(sources: Sequence[Path], decode: Callable[[], "ImageData"]) -> "Image
     images, labels = data.images.numpy(), data.labels.numpy().astype(np.int64)
     errors = []
     for folder in folders:
+        if not folder.is_dir() and _meant_read_only(folder):
+            errors.append(f"{folder.parent}: read-only")
+            continue
         try:
             _write_entry(folder, stem, key_data, images, labels)
             break

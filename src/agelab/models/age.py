@@ -245,13 +245,32 @@ class AGE(nn.Module):
             loss = loss + 0.5 * lam * rec_z
             logs["rec_z"] = rec_z.detach()
         if gen_x > 0:
-            with torch.no_grad(), frozen_bn_stats(self.encoder):
-                z_real = self.encode(x, c)  # (B, M), a constant for the generator
+            z_real = self._frozen_code(x, c)  # (B, M), a constant for the generator
             rec_x = F.l1_loss(self.decode(z_real, c), x)
             loss = loss + gen_x * rec_x
             logs["rec_x"] = rec_x.detach()
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def _frozen_code(self, x: Tensor, c: Tensor | None) -> Tensor:
+        """e(x | c) without a graph, computed once for the generator updates that share a batch.
+
+        The encoder does not change between those updates, so the n_gen_steps generator
+        updates of one iteration would compute the same codes; the cache is valid while the
+        batch is the same tensor object, the encoder is in the same mode and no encoder
+        parameter was modified in place (an optimiser step or a checkpoint load bumps their
+        version counters). In training mode batch norm normalises with the batch's own
+        statistics, so its running averages (buffers) do not enter the codes.
+        """
+        version = (self.encoder.training, sum(p._version for p in self.encoder.parameters()))
+        key = (x, c, version)
+        cached = getattr(self, "_code_cache", None)
+        if cached is not None and cached[0][0] is x and cached[0][1] is c and cached[0][2] == version:
+            return cached[1]
+        with torch.no_grad(), frozen_bn_stats(self.encoder):
+            z_real = self.encode(x, c)  # (B, M)
+        self._code_cache = (key, z_real)
+        return z_real
 
     def phases(self) -> list[Phase]:
         return [
