@@ -10,7 +10,8 @@ Writes
   * ``<prefix>-colorizations.png``: for several held-out inputs an AGE row and a pix2pix row, each
     the gray input first, then K colorizations (the same K codes z in every row), then the real image;
   * ``<prefix>-transfer.png``: colour transfer with the AGE run, one row per pair: source, target in
-    gray, g(e(ab_source | L_source) | L_target), the real target;
+    gray, g(e(ab_source | L_source) | L_target), the real target (sources: the 6 most colourful
+    held-out images; targets: 6 fixed held-out images spread over the split);
 and prints a markdown table of the metrics. Figures are palette PNGs (256 colours) to stay small.
 """
 
@@ -29,7 +30,7 @@ import agelab
 from agelab.colorize import colorize, transfer
 from agelab.colorspace import gray_rgb, uint8_to_lab
 from agelab.data import load_dataset
-from agelab.metrics.colorization import evaluate_colorization
+from agelab.metrics.colorization import colorfulness, evaluate_colorization
 
 PAD = 2
 LABEL_W = 52
@@ -58,7 +59,8 @@ def labelled_grid(rows: list[tuple[str, list[torch.Tensor]]], size: int, group: 
     an extra gap after every ``group`` rows."""
     ncol = max(len(r[1]) for r in rows)
     gap = 3 * PAD
-    w = LABEL_W + ncol * (size + PAD) + PAD
+    label_w = LABEL_W if any(r[0] for r in rows) else 0
+    w = label_w + ncol * (size + PAD) + PAD
     h = len(rows) * (size + PAD) + PAD + gap * ((len(rows) - 1) // group)
     canvas = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(canvas)
@@ -66,7 +68,7 @@ def labelled_grid(rows: list[tuple[str, list[torch.Tensor]]], size: int, group: 
         y = PAD + i * (size + PAD) + gap * (i // group)
         draw.text((4, y + size // 2 - 6), label, fill="black")
         for j, img in enumerate(images):
-            canvas.paste(to_pil(img), (LABEL_W + PAD + j * (size + PAD), y))
+            canvas.paste(to_pil(img), (label_w + PAD + j * (size + PAD), y))
     return canvas
 
 
@@ -147,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     picks = [round(i * (n - 1) / 5) for i in range(6)]  # 6 inputs spread over the held-out split
     fig = save_small_png(colorization_figure(age, pix, test.images[picks], args.k, args.seed),
                          args.fig_dir / f"{args.prefix}-colorizations.png")
-    src = [1 + 7 * i for i in range(6)]
-    tgt = [n // 2 + 5 * i for i in range(6)]
+    # transfer: the 6 most colourful held-out images as sources (a grey source has no colour scheme to
+    # transfer), onto 6 fixed targets spread over the split
+    src = colorfulness(test.images.float() / 255).argsort(descending=True)[:6].tolist()
+    tgt = [round(n * (2 * i + 1) / 12) for i in range(6)]
     tr = save_small_png(transfer_figure(age, test.images[src], test.images[tgt]),
                         args.fig_dir / f"{args.prefix}-transfer.png")
     print(markdown_table(result))

@@ -211,6 +211,16 @@ def test_tiny_training_run_writes_colorization_outputs(colour_runs, kind):
     assert model_json["model"] == kind
 
 
+def test_colorization_run_resumes(colour_runs, tmp_path):
+    import shutil
+
+    run = tmp_path / colour_runs["cage"].name
+    shutil.copytree(colour_runs["cage"], run)
+    train(resume=run, overrides={"iterations": 5}, progress=False)  # model.json (with res_blocks) matches
+    assert json.loads((run / "status.json").read_text())["step"] == 5
+    assert json.loads((run / "summary.json").read_text())["step"] == 5
+
+
 def test_load_rebuilds_the_right_class_and_colorize_transfer_shapes(colour_runs):
     cage, pix = agelab.load(colour_runs["cage"]), agelab.load(colour_runs["pix2pix"])
     assert isinstance(cage, ConditionalAGE) and isinstance(pix, Pix2Pix) and not cage.training

@@ -66,7 +66,7 @@ class TrainConfig:
                       "paper code's scale: lambda * (1 - cos) = lambda/2 * ||z - e(g(z))||^2 (paper eq. 5: 500/1000/2000)")
     enc_latent_recon: float = _opt(0.0, "weight (on lambda's scale) of the latent reconstruction term in the ENCODER "
                                    "loss; 0 in the paper. With gen_image_recon > 0 and mu = lam = 0 it gives the "
-                                   "'swapped' assignment the digits/mnist presets use (see docs/results.md)")
+                                   "'swapped' assignment of every preset but mnist-paper (see docs/results.md)")
     gen_image_recon: float = _opt(0.0, "weight of the image L1 reconstruction term in the GENERATOR loss (paper fig. 9 "
                                   "ablation; 0 in the paper's main setting)")
     no_recon: bool = _opt(False, "ablation (paper fig. 5c): drop every reconstruction term")
@@ -221,13 +221,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                          lr_halve_every=20000, sample_every=2000, ckpt_every=1000, log_every=50, **SWAPPED),
     # Paper 3.2: conditional AGE colorizing Stanford Cars at 64x64 with a 3-dimensional latent on the sphere.
     # Small nets (width 16, 4 residual blocks) and 600 iterations: 30-40 minutes on 2 CPU cores beside another
-    # training (measured 2.5-4.5 s per iteration; docs/results.md "Colorization"). The swapped assignment: in a
-    # GPU pilot of this budget the paper's (mu = 10, lam = 1000) gave oversaturated, off-gamut colours.
+    # training (2.5-4.5 s per iteration; 51 minutes with three other trainings, docs/results.md "Colorization"). In a
+    # GPU pilot of this budget the paper's assignment (mu = 10, lam = 1000) gave oversaturated teal/magenta
+    # colours; the swapped one plausible, diverse ones.
     "cars-colorization": dict(dataset="cars", image_size=64, model="cage", latent_dim=3, prior="sphere", width=16,
                               res_blocks=4, batch_size=64, iterations=600, sample_every=200, ckpt_every=100,
                               log_every=25, tag="cage", **SWAPPED),
     # The baseline of paper fig. 4: pix2pix with three noise maps, same data, size, latent and wall-clock budget
-    # (width 32: about 1.1 s per iteration, so 1,800 iterations take about as long as cars-colorization).
+    # (width 32: 1.1-2.3 s per iteration, half an AGE iteration when both run side by side).
     "cars-pix2pix": dict(dataset="cars", image_size=64, model="pix2pix", latent_dim=3, prior="sphere", width=32,
                          batch_size=64, iterations=1800, sample_every=600, ckpt_every=300, log_every=25,
                          tag="pix2pix"),
