@@ -151,12 +151,12 @@ class TrainConfig:
             raise bad("tag", f"invalid run tag {self.tag!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise bad("device", f"unknown device {self.device!r}")
-        if self.amp == "bf16" and self.device == "cpu":
-            from agelab.cpu import has_native_bf16
+        if self.device == "cpu":  # "auto" is checked by the trainer once it is resolved
+            from agelab.cpu import amp_problem
 
-            if not has_native_bf16():
-                raise bad("amp", "bf16 autocast needs a GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX); "
-                                 "this CPU has neither: use --amp off")
+            problem = amp_problem(self.amp, "cpu")
+            if problem:
+                raise bad("amp", problem)
         if self.model != "age" and self.dataset in GRAY_DATASETS:
             raise bad("model", f"{self.model} colorizes colour images; {self.dataset} is grayscale (use e.g. "
                       "--dataset cars, cifar10 or a folder of colour images)")

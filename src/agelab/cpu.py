@@ -41,3 +41,11 @@ def has_native_bf16() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def amp_problem(amp: str, device_type: str) -> str | None:
+    """Why ``--amp amp`` cannot run on a device of this type, or None; shared by config and trainer checks."""
+    if amp == "bf16" and device_type == "cpu" and not has_native_bf16():
+        return ("bf16 autocast needs a GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX); "
+                "this CPU has neither: use --amp off")
+    return None

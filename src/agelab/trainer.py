@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from agelab import checkpoint as ckpt
 from agelab.config import ConfigError, TrainConfig
-from agelab.cpu import has_native_bf16, keep_freed_memory
+from agelab.cpu import amp_problem, keep_freed_memory
 from agelab.data import ImageData, load_dataset, to_float
 from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
 from agelab.errors import first_line
@@ -231,9 +231,9 @@ def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
                               f"({torch.cuda.device_count()} visible); start at most that many processes per node")
         device = torch.device("cuda", shard.local_rank)
         torch.cuda.set_device(device)
-    if cfg.amp == "bf16" and device.type == "cpu" and not has_native_bf16():
-        raise ConfigError("--amp: bf16 autocast needs a GPU or a CPU with native bfloat16 (AVX512-BF16 or AMX); "
-                          "this CPU has neither: use --amp off")
+    problem = amp_problem(cfg.amp, device.type)
+    if problem:
+        raise ConfigError(f"--amp: {problem}")
     return device
 
 

@@ -110,6 +110,8 @@ class AGE(nn.Module):
         self.encoder, self.generator = self.build_networks(cfg)
         # Multi-process training (agelab.distributed): this process's slice of the global batch; None = one process.
         self.shard: Shard | None = None
+        # (x, c, encoder state, e(x | c)) of the last generator update: see _frozen_code.
+        self._code_cache: tuple | None = None
 
     @staticmethod
     def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
@@ -262,14 +264,14 @@ class AGE(nn.Module):
         version counters). In training mode batch norm normalises with the batch's own
         statistics, so its running averages (buffers) do not enter the codes.
         """
-        version = (self.encoder.training, sum(p._version for p in self.encoder.parameters()))
-        key = (x, c, version)
-        cached = getattr(self, "_code_cache", None)
-        if cached is not None and cached[0][0] is x and cached[0][1] is c and cached[0][2] == version:
-            return cached[1]
+        state = (self.encoder.training, sum(p._version for p in self.encoder.parameters()))
+        if self._code_cache is not None:
+            x_seen, c_seen, state_seen, z_real = self._code_cache
+            if x_seen is x and c_seen is c and state_seen == state:
+                return z_real
         with torch.no_grad(), frozen_bn_stats(self.encoder):
             z_real = self.encode(x, c)  # (B, M)
-        self._code_cache = (key, z_real)
+        self._code_cache = (x, c, state, z_real)
         return z_real
 
     def phases(self) -> list[Phase]:
