@@ -47,6 +47,9 @@ VARIANTS = {
     "agelab-compile": {"compile": True},
     "agelab-bf16": {"amp": "bf16"},  # GPU only
     "agelab-bf16-compile": {"amp": "bf16", "compile": True},  # GPU only
+    "agelab-nchw-compile": {"channels_last": False, "compile": True},
+    "agelab-graphs": {"cuda_graphs": True},  # GPU only
+    "agelab-bf16-graphs": {"amp": "bf16", "cuda_graphs": True},  # GPU only
 }
 
 
@@ -257,7 +260,13 @@ def main() -> None:
     for preset in args.preset:
         flops = _run_child("plain", preset, args, flops=True).get("flops_per_iteration")
         variants = ["plain", *args.variants]
-        runs = {v: [_run_child(v, preset, args) for _ in range(args.repeats)] for v in variants}
+        runs = {}
+        for v in variants:
+            runs[v] = []
+            for i in range(args.repeats):
+                runs[v].append(_run_child(v, preset, args))
+                print(f"  [{preset}] {v} repeat {i + 1}/{args.repeats}: "
+                      f"{runs[v][-1]['images_per_s']:.1f} img/s", flush=True)
         med = {v: statistics.median(r["images_per_s"] for r in runs[v]) for v in runs}
         mem = {v: max(r["peak_mb"] for r in runs[v]) for v in runs}
         achieved = {v: flops * med[v] / BATCH / 1e9 for v in runs}

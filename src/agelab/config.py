@@ -98,6 +98,9 @@ class TrainConfig:
                                "docs/performance.md)")
     compile: bool = _opt(False, "compile the encoder and generator with torch.compile (needs a C++ compiler on CPU); "
                          "same math to float tolerance, faster steps after a slow first iteration")
+    cuda_graphs: bool = _opt(False, "on CUDA, record one whole training iteration as a CUDA graph and replay it "
+                             "(one launch instead of hundreds: for small nets and batches, whose speed is bound by "
+                             "kernel launches; same math; docs/performance.md). Single-process runs only")
     amp: str = _opt("off", "mixed precision: 'bf16' runs the forward passes under bfloat16 autocast (on CUDA, or "
                     "on CPUs with native bfloat16: AVX512-BF16 or AMX; the divergence statistics stay fp32) or "
                     "'off' (fp32 everywhere)", AMP_MODES)
@@ -157,6 +160,10 @@ class TrainConfig:
             problem = amp_problem(self.amp, "cpu")
             if problem:
                 raise bad("amp", problem)
+        if self.cuda_graphs and self.device == "cpu":
+            raise bad("cuda_graphs", "CUDA graphs need a GPU (--device cuda or auto)")
+        if self.cuda_graphs and self.compile:
+            raise bad("cuda_graphs", "use either --compile or --cuda-graphs, not both")
         if self.model != "age" and self.dataset in GRAY_DATASETS:
             raise bad("model", f"{self.model} colorizes colour images; {self.dataset} is grayscale (use e.g. "
                       "--dataset cars, cifar10 or a folder of colour images)")

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from agelab import checkpoint as ckpt
 from agelab.config import ConfigError, TrainConfig
 from agelab.cpu import amp_problem, keep_freed_memory
+from agelab.cuda_graph import GraphedIteration, set_capturable
 from agelab.data import ImageData, load_dataset, to_float
 from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
 from agelab.errors import first_line
@@ -51,7 +52,7 @@ from agelab.runs import MetricsLog, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
 RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "no_cache", "strict", "channels_last", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
-                     "max_rollbacks", "compile", "amp", "malloc_tuning")
+                     "max_rollbacks", "compile", "amp", "malloc_tuning", "cuda_graphs")
 SEED_MAX = 2**32 - 1  # seeds of torch generators; BatchOrder multiplies it by ~1e6
 MAX_THREADS = 1024
 
@@ -234,6 +235,10 @@ def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
     problem = amp_problem(cfg.amp, device.type)
     if problem:
         raise ConfigError(f"--amp: {problem}")
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"--cuda-graphs: CUDA graphs need a GPU; this run's device is {device}")
+    if cfg.cuda_graphs and shard.distributed:
+        raise ConfigError("--cuda-graphs: single-process runs only (the multi-process collectives run eagerly)")
     return device
 
 
@@ -295,7 +300,10 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
                   for p in phases}
     phase_params = {p.name: list(p.module.parameters()) for p in phases}
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.amp == "bf16" else contextlib.nullcontext
+    set_capturable(optimizers.values(), cfg.cuda_graphs)
+    # (autocast's weight-cast cache must be off inside CUDA graph captures)
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graphs))
+                if cfg.amp == "bf16" else contextlib.nullcontext)
 
     def restore(path: Path, st: dict) -> None:
         """Weights, optimiser states and RNG of checkpoint ``path``, whose checked state.pt is ``st``."""
@@ -306,6 +314,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             model.load_state_dict(weights)
             for name, opt in optimizers.items():
                 opt.load_state_dict(st["optimizers"][name])
+            set_capturable(optimizers.values(), cfg.cuda_graphs)  # as this run trains, whatever wrote the checkpoint
             _set_rng_state(st["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise ckpt.CheckpointError(f"{path}: does not fit this run "
@@ -340,16 +349,48 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
               "lr_scale": lr_scale, "rollbacks": rollbacks}
         ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
 
+    # Loss logs summed on the device since the last log line, in place (so that a CUDA graph can add to them);
+    # a key of a phase gets phase.repeats values per iteration, so its mean is sums[k] / (repeats * window_iters).
     sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
+    repeats_of = {p.name: p.repeats for p in phases}
+    window_iters = 0
     finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since segment_start was finite
     finite_iters = torch.zeros((), dtype=torch.long, device=device)  # iterations since then before the first non-finite one
     segment_start = start_step
 
+    def means() -> dict[str, torch.Tensor]:
+        return {k: v / (repeats_of[k.split("/")[0]] * max(window_iters, 1)) for k, v in sums.items()}
+
+    def iteration(rows: torch.Tensor) -> None:
+        """One iteration of the game on the batch rows: every phase's updates. No host syncs."""
+        # AGE: x (b, C, S, S) in [-1, 1]; colorization models: (ab, L) in Lab space
+        batch = model.prepare_batch(images[rows], channels_last=cfg.channels_last)
+        for phase in phases:
+            for p in phases:  # only this phase's network gets weight gradients
+                p.module.requires_grad_(p is phase)
+            opt = optimizers[phase.name]
+            for _ in range(phase.repeats):
+                opt.zero_grad(set_to_none=True)
+                with autocast():
+                    loss, logs = phase.loss(batch)
+                loss.backward()
+                shard.average_gradients(phase_params[phase.name])
+                opt.step()
+                finite.logical_and_(torch.isfinite(loss))
+                for k, v in logs.items():
+                    key = f"{phase.name}/{k}"
+                    if key in sums:
+                        sums[key].add_(v.float())
+                    else:
+                        sums[key] = v.detach().float().clone()
+        finite_iters.add_(finite)
+
+    graphed = GraphedIteration(iteration, device) if cfg.cuda_graphs else None
+
     def trouble() -> str | None:
         """What is non-finite (losses since the segment start, or any weight), else None. Two host syncs."""
         if not bool(finite):
-            losses = ", ".join(f"{k}={(sums[k] / counts[k]).item():.4g}" for k in sorted(sums) if k.endswith("/loss"))
+            losses = ", ".join(f"{k}={v.item():.4g}" for k, v in sorted(means().items()) if k.endswith("/loss"))
             return f"non-finite loss at iteration {segment_start + int(finite_iters) + 1} ({losses})"
         tensors = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
         if not bool(torch.stack([torch.isfinite(v).all() for v in tensors.values()]).all()):
@@ -375,28 +416,15 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             model.train()
             while step < cfg.iterations:
                 lr = cfg.lr * lr_scale * (0.5 ** (step // cfg.lr_halve_every) if cfg.lr_halve_every else 1.0)
-                rows = shard.local_rows(order.indices(step)).to(device)
-                # AGE: x (b, C, S, S) in [-1, 1]; colorization models: (ab, L) in Lab space
-                batch = model.prepare_batch(images[rows], channels_last=cfg.channels_last)
-                for phase in phases:
-                    for p in phases:  # only this phase's network gets weight gradients
-                        p.module.requires_grad_(p is phase)
-                    opt = optimizers[phase.name]
+                for opt in optimizers.values():
                     for group in opt.param_groups:
                         group["lr"] = lr
-                    for _ in range(phase.repeats):
-                        opt.zero_grad(set_to_none=True)
-                        with autocast():
-                            loss, logs = phase.loss(batch)
-                        loss.backward()
-                        shard.average_gradients(phase_params[phase.name])
-                        opt.step()
-                        finite &= torch.isfinite(loss)
-                        for k, v in logs.items():
-                            key = f"{phase.name}/{k}"
-                            sums[key] = sums.get(key, 0) + v
-                            counts[key] = counts.get(key, 0) + 1
-                finite_iters += finite
+                rows = shard.local_rows(order.indices(step)).to(device)
+                if graphed is None:
+                    iteration(rows)
+                else:  # a new learning rate is a new graph (it is baked into the optimiser kernels)
+                    graphed(rows, key=lr)
+                window_iters += 1
                 step += 1
                 n_window += len(rows) * shard.world_size  # images of the global batch
                 bar.update(1)
@@ -429,7 +457,11 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                                          "detected_at": detected, "reason": problem})
                         tqdm.write(f"agelab: {problem}; rolled back to iteration {step} with the learning rate "
                                    f"x{lr_scale:g} (rollback {rollbacks} of {cfg.max_rollbacks})")
-                    sums, counts = {}, {}
+                    for v in sums.values():
+                        v.zero_()
+                    window_iters = 0
+                    if graphed is not None:  # the restored optimiser state tensors are new: capture again
+                        graphed.invalidate()
                     finite.fill_(True)
                     finite_iters.zero_()
                     segment_start = step
@@ -444,14 +476,18 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
 
                 if due_log:
                     dt = time.perf_counter() - t_window
-                    sums = shard.mean_over_processes(sums)  # local batch means -> global batch means
-                    values = {k: (sums[k] / counts[k]).item() for k in sorted(sums)}
+                    mean = shard.mean_over_processes(means())  # local batch means -> global batch means
+                    values = {k: mean[k].item() for k in sorted(mean)}
                     values.update(epoch=step / order.per_epoch, lr=lr, img_per_s=n_window / max(dt, 1e-9))
+                    if graphed is not None:
+                        values["cuda_graph_captures"] = graphed.captures
                     if shard.is_writer:
                         log.write(step, values)
                     bar.set_postfix({**{p.name: f"{values.get(p.name + '/loss', 0):.3g}" for p in phases},
                                      "img/s": f"{values['img_per_s']:.0f}"})
-                    sums, counts = {}, {}
+                    for v in sums.values():
+                        v.zero_()
+                    window_iters = 0
                     t_window, n_window = time.perf_counter(), 0
                 if (step % cfg.sample_every == 0 or step == cfg.iterations) and shard.is_writer:
                     write_grids(model, run_dir / "grids", step, fixed_test)
