@@ -231,6 +231,24 @@ def cmd_transfer(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import importlib.util
+
+    # the web stack is an optional extra: name what is missing instead of failing on an import
+    needed = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
+    missing = [dist for dist, modules in needed.items() if not any(importlib.util.find_spec(m) for m in modules)]
+    if missing:
+        raise UsageError(f"the web demo needs {', '.join(missing)}: pip install 'agelab[serve]'")
+    from agelab.serve import ServeError, serve
+
+    try:
+        serve(args.run, host=args.host, port=args.port, data_root=args.data_root, device=args.device,
+              max_upload_bytes=args.max_upload_mb * 2**20)
+    except ServeError as exc:
+        raise UsageError(first_line(exc)) from None
+    return 0
+
+
 def _metrics_errors(func):
     """Run ``func``; a metrics error (missing weights or classifier, ...) becomes a one-line usage error."""
     from agelab.metrics import MetricsError
@@ -323,6 +341,16 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer in 0..{SEED_MAX}, got {text!r}") from None
     if not 0 <= v <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"expected an integer in 0..{SEED_MAX}, got {v}")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {v}")
     return v
 
 
@@ -471,6 +499,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never download missing dataset files")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("serve", help="an interactive web page for a run on this machine: sample, reconstruct, "
+                       "interpolate (AGE runs), colorize and colour transfer (colorization runs)",
+                       description="Load RUN once and serve one local web page (FastAPI + uvicorn; nothing is "
+                       "fetched from the internet) until Ctrl+C: samples with a seed, reconstructions and "
+                       "spherical interpolations of uploaded or test-split images, and for colorization runs K "
+                       "colorizations, latent sliders and colour transfer. Needs the 'serve' extra "
+                       "(pip install 'agelab[serve]'). See docs/demo.md.")
+    p.add_argument("run", metavar="RUN", help="a run folder (its newest good checkpoint is used) or a checkpoint "
+                   "folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                   "only); 0.0.0.0 makes the demo, which has no authentication, reachable from the network")
+    p.add_argument("--port", type=_port, default=7860, help="TCP port to listen on; 0 picks a free one "
+                   "(default: 7860)")
+    p.add_argument("--data-root", help="dataset folder for the test-split picker (default: the run's own); "
+                   "uploads work without it")
+    p.add_argument("--device", type=_device, default="cpu", help="device to run the model on: cpu, cuda or cuda:N "
+                   "(default: cpu)")
+    p.add_argument("--max-upload-mb", type=_positive, default=10, help="largest accepted upload per image, in MB; "
+                   "larger ones are refused with a message (default: 10)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
