@@ -155,6 +155,12 @@ def _held_out(args, model):
     return to_float(data.images).to(model.device)
 
 
+def _need_encoder(model, command: str) -> None:
+    if not getattr(model, "has_encoder", True):
+        raise UsageError(f"{command}: a {model.cfg.model} model has no encoder; reconstructions and interpolations "
+                         "between images need an age, vae or ali model (`agelab sample` works)")
+
+
 def cmd_sample(args) -> int:
     import numpy as np
     from agelab.data import to_uint8
@@ -174,6 +180,7 @@ def cmd_reconstruct(args) -> int:
     from agelab.sampling import reconstruction_errors, reconstruction_pairs, save_grid
 
     model = _load(args)
+    _need_encoder(model, "reconstruct")
     x = _held_out(args, model)
     out = save_grid(reconstruction_pairs(model, x[: args.n]), _default_out(args, f"reconstructions-{args.split}.png"),
                     nrow=args.nrow)
@@ -189,6 +196,7 @@ def cmd_interpolate(args) -> int:
     from agelab.sampling import interpolation_rows, save_grid
 
     model = _load(args)
+    _need_encoder(model, "interpolate")
     x = _held_out(args, model)
     if len(x) < 2:
         raise UsageError("need at least 2 held-out images to interpolate")

@@ -28,7 +28,7 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "ti
 PRIORS = ("sphere", "gaussian")
 DIVERGENCES = ("gaussian", "gaussian_reference", "knn")
 AMP_MODES = ("off", "bf16")
-MODELS = ("age", "cage", "pix2pix")
+MODELS = ("age", "cage", "pix2pix", "dcgan", "vae", "ali")
 GRAY_DATASETS = ("digits", "mnist", "fashion-mnist")  # one channel: nothing to colorize
 
 
@@ -107,7 +107,9 @@ class TrainConfig:
     # --- colorization (paper 3.2; docs/architecture.md "Conditional models") ---
     model: str = _opt("age", "what to train: 'age' (unconditional AGE, paper 2-3.1), 'cage' (conditional AGE "
                       "colorizing the lightness L of colour images in Lab space, paper 3.2) or 'pix2pix' (the "
-                      "colorization baseline: pix2pix with noise maps, paper fig. 4)", MODELS)
+                      "colorization baseline: pix2pix with noise maps, paper fig. 4), or a baseline on the AGE networks for "
+                      "comparisons (docs/comparison.md): 'dcgan' (GAN, no encoder), 'vae' (needs --prior gaussian, "
+                      "the default with this model) or 'ali' (ALI/BiGAN)", MODELS)
     res_blocks: int = _opt(6, "residual blocks of the conditional AGE's ResNet-type generator (only with --model cage)")
 
     # ------------------------------------------------------------------
@@ -164,7 +166,9 @@ class TrainConfig:
             raise bad("cuda_graphs", "CUDA graphs need a GPU (--device cuda or auto)")
         if self.cuda_graphs and self.compile:
             raise bad("cuda_graphs", "use either --compile or --cuda-graphs, not both")
-        if self.model != "age" and self.dataset in GRAY_DATASETS:
+        if self.model == "vae" and self.prior != "gaussian":
+            raise bad("prior", "the VAE's prior is N(0, I): use --prior gaussian (the default for --model vae)")
+        if self.model in ("cage", "pix2pix") and self.dataset in GRAY_DATASETS:
             raise bad("model", f"{self.model} colorizes colour images; {self.dataset} is grayscale (use e.g. "
                       "--dataset cars, cifar10 or a folder of colour images)")
         if self.res_blocks < 0:
@@ -254,4 +258,6 @@ def build_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
             raise ConfigError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("model") == "vae" and "prior" not in values:  # the VAE's prior is N(0, I)
+        values["prior"] = "gaussian"
     return TrainConfig.from_dict(values).validate()

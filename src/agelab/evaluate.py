@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from agelab.metrics import MetricsError
+from agelab.models import COLORIZATION_MODELS
 from agelab.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
 
 FEATURE_KINDS = ("classifier", "inception")
@@ -123,9 +124,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
     # ---- model and extractors (a missing weights file or classifier fails before any long work) ----------
     model = agelab.load(path, device=device)
     kind = getattr(model.cfg, "model", "age")
-    if kind != "age":
-        raise MetricsError(f"agelab eval evaluates unconditional AGE runs; {run} holds a {kind!r} model "
-                           f"(colorization runs are judged by their own tools)")
+    if kind in COLORIZATION_MODELS:
+        raise MetricsError(f"agelab eval evaluates unconditional models (age, dcgan, vae, ali); {run} holds a "
+                           f"{kind!r} model (colorization runs are judged by their own tools)")
     channels = model.cfg.channels
     judge: ClassifierExtractor | None
     if isinstance(features, FeatureExtractor):
@@ -158,9 +159,7 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
               device: str, progress: bool, write: bool, started: float, ais=None) -> dict:
     """The body of :func:`evaluate_run` once the model and the extractors are in hand."""
     import agelab
-    from agelab.data import load_dataset, to_float
-    from agelab.metrics.probe import probe_suite
-    from agelab.metrics.reconstruction import domain_accuracy, image_errors, latent_cycle_error, reconstruct_all
+    from agelab.data import load_dataset
     from agelab.metrics.sample_quality import sample_quality
 
     # ---- data --------------------------------------------------------------------------------------
@@ -215,6 +214,65 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         skipped["sample_quality"] = str(exc)
     phase("sample quality")
 
+    if model.has_encoder:
+        _encoder_metrics(model, cfg, test, train, judge, has_labels, metrics, skipped, phase, classifier=classifier,
+                         n_samples=n_samples, probe_features=probe_features, seed=seed, progress=progress)
+    else:
+        why = f"a {getattr(model.cfg, 'model', 'age')} model has no encoder"
+        for name in ("reconstruction", "latent_cycle", "linear_probe"):
+            skipped[name] = why
+        phase("reconstruction")
+        phase("probes")
+
+    # ---- AIS log-likelihood (opt-in: --ais; docs/evaluation.md) -------------------------------------------
+    log_likelihood = None
+    if ais is not None:
+        from agelab.metrics.ais import ais_section
+
+        log_likelihood, why = ais_section(model, cfg.dataset, cfg.image_size, test.images, train.images, ais,
+                                          progress)
+        if why:
+            skipped["log_likelihood"] = why
+        phase("log-likelihood")
+
+    step_match = re.search(r"step-(\d+)", Path(model.checkpoint_path).name)
+    result = {
+        "run": str(run),
+        "checkpoint": str(model.checkpoint_path),
+        "step": int(step_match.group(1)) if step_match else None,
+        "model": getattr(model.cfg, "model", "age"),
+        "dataset": cfg.dataset,
+        "image_size": cfg.image_size,
+        "extractor": {"name": extractor.name, "kind": features if isinstance(features, str) else "custom",
+                      "dim": extractor.num_features, "classes": extractor.num_classes,
+                      **({"info": extractor.info} if isinstance(extractor, ClassifierExtractor) else {})},
+        "domain_classifier": judge.name if judge is not None else None,
+        "n_samples": n,
+        "n_test": len(test),
+        "n_train": len(train),
+        "seed": seed,
+        "probe_features": probe_features,
+        "metrics": metrics,
+        **({"log_likelihood": log_likelihood} if log_likelihood is not None else {}),
+        "skipped": skipped,
+        "agelab_version": agelab.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if write:
+        (run / "eval.json").write_text(json.dumps(_finite(result), indent=2) + "\n")
+        write_eval_html(run, result, model, fake, test.images, seed)
+    phase("report")
+    return result
+
+
+def _encoder_metrics(model, cfg, test, train, judge, has_labels: bool, metrics: dict, skipped: dict, phase, *,
+                     classifier, n_samples: int, probe_features: str, seed: int, progress: bool) -> None:
+    """Reconstruction, latent-cycle and linear-probe metrics (models with an encoder), into ``metrics``."""
+    from agelab.data import to_float
+    from agelab.metrics.probe import probe_suite
+    from agelab.metrics.reconstruction import domain_accuracy, image_errors, latent_cycle_error, reconstruct_all
+
     # ---- reconstruction ------------------------------------------------------------------------------
     x_test = to_float(test.images)  # (N, C, S, S) in [-1, 1]
     rec = reconstruct_all(model, x_test, progress=progress)
@@ -268,46 +326,6 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
     else:
         skipped["linear_probe"] = f"{cfg.dataset} has no class labels"
     phase("probes")
-
-    # ---- AIS log-likelihood (opt-in: --ais; docs/evaluation.md) -------------------------------------------
-    log_likelihood = None
-    if ais is not None:
-        from agelab.metrics.ais import ais_section
-
-        log_likelihood, why = ais_section(model, cfg.dataset, cfg.image_size, test.images, train.images, ais,
-                                          progress)
-        if why:
-            skipped["log_likelihood"] = why
-        phase("log-likelihood")
-
-    step_match = re.search(r"step-(\d+)", Path(model.checkpoint_path).name)
-    result = {
-        "run": str(run),
-        "checkpoint": str(model.checkpoint_path),
-        "step": int(step_match.group(1)) if step_match else None,
-        "dataset": cfg.dataset,
-        "image_size": cfg.image_size,
-        "extractor": {"name": extractor.name, "kind": features if isinstance(features, str) else "custom",
-                      "dim": extractor.num_features, "classes": extractor.num_classes,
-                      **({"info": extractor.info} if isinstance(extractor, ClassifierExtractor) else {})},
-        "domain_classifier": judge.name if judge is not None else None,
-        "n_samples": n,
-        "n_test": len(test),
-        "n_train": len(train),
-        "seed": seed,
-        "probe_features": probe_features,
-        "metrics": metrics,
-        **({"log_likelihood": log_likelihood} if log_likelihood is not None else {}),
-        "skipped": skipped,
-        "agelab_version": agelab.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    if write:
-        (run / "eval.json").write_text(json.dumps(_finite(result), indent=2) + "\n")
-        write_eval_html(run, result, model, fake, test.images, seed)
-    phase("report")
-    return result
 
 
 def _default_clf(dataset: str, image_size: int) -> Path:
@@ -416,19 +434,25 @@ def _log_likelihood_html(ll: dict | None) -> str:
 def write_eval_html(run: Path, result: dict, model, fake_u8: Tensor, test_u8: Tensor, seed: int = 0) -> Path:
     """A self-contained eval.html: images and curves embedded as base64 PNGs (opens without a server)."""
     from agelab.data import to_float, to_uint8
-    from agelab.sampling import interpolation_rows, make_grid, reconstruction_pairs
+    from agelab.sampling import interpolation_rows, latent_interpolation_rows, make_grid, reconstruction_pairs
 
     dev = model.device
     samples = make_grid(fake_u8[:64], nrow=8)
-    x = to_float(test_u8[:32]).to(dev)
-    recon = make_grid(to_uint8(reconstruction_pairs(model, x)).cpu(), nrow=8)
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(test_u8), generator=gen)[:16]
-    pairs = len(idx) // 2
-    interp = None
-    if pairs:
-        xa, xb = to_float(test_u8[idx[:pairs]]).to(dev), to_float(test_u8[idx[pairs : 2 * pairs]]).to(dev)
-        interp = make_grid(to_uint8(interpolation_rows(model, xa, xb, steps=8)).cpu(), nrow=8)
+    recon = interp = None
+    if model.has_encoder:
+        x = to_float(test_u8[:32]).to(dev)
+        recon = make_grid(to_uint8(reconstruction_pairs(model, x)).cpu(), nrow=8)
+        idx = torch.randperm(len(test_u8), generator=gen)[:16]
+        pairs = len(idx) // 2
+        if pairs:
+            xa, xb = to_float(test_u8[idx[:pairs]]).to(dev), to_float(test_u8[idx[pairs : 2 * pairs]]).to(dev)
+            interp = make_grid(to_uint8(interpolation_rows(model, xa, xb, steps=8)).cpu(), nrow=8)
+        interp_what = "slerp between e(x1) and e(x2), test images"
+    else:
+        z = model.prior.sample(16, generator=gen).to(dev)  # (16, M)
+        interp = make_grid(to_uint8(latent_interpolation_rows(model, z[:8], z[8:], steps=8)).cpu(), nrow=8)
+        interp_what = "slerp between prior samples z1 and z2: this model has no encoder"
     rows = []
     for name, e in result["metrics"].items():
         floor = e.get("floor")
@@ -459,8 +483,9 @@ Numbers computed with different extractors are not comparable.</p>
 {_log_likelihood_html(result.get("log_likelihood"))}
 {f'<h3>Not computed</h3><ul>{skipped}</ul>' if skipped else ''}
 <div class="g"><div><h2>Samples g(z), z ~ prior</h2>{_img_tag(samples, 'samples')}</div>
-<div><h2>Test reconstructions (x | g(e(x)))</h2>{_img_tag(recon, 'reconstructions')}</div></div>
-<h2>Interpolations (slerp between e(x1) and e(x2), test images)</h2>
+{f"<div><h2>Test reconstructions (x | g(e(x)))</h2>{_img_tag(recon, 'reconstructions')}</div>" if recon is not None
+ else ""}</div>
+<h2>Interpolations ({interp_what})</h2>
 {_img_tag(interp, 'interpolations') if interp is not None else '<p>too few test images</p>'}
 <h2>Training curves (metrics.jsonl)</h2>
 {f'<img alt="training curves" src="{curves}">' if curves else '<p>no metrics.jsonl records</p>'}

@@ -59,14 +59,19 @@ def write_report(run_dir: Path) -> Path:
     rows += [(f"last logged {k}", f"{v:.4g}") for k, v in last.items() if k != "step" and isinstance(v, float)]
     table = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td></tr>" for a, b in rows)
     cfg_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(repr(v))}</td></tr>" for k, v in sorted(config.items()))
+    has_encoder = "test_reconstruction" in summary or (run_dir / "reconstructions.png").exists()
+    recon_html = (f'<div><h2>Held-out reconstructions (real | g(e(x)))</h2>{_img(run_dir / "reconstructions.png")}'
+                  '</div>' if has_encoder else "<div><h2>Reconstructions</h2><p>none: this model has no "
+                  "encoder</p></div>")
+    interp_what = "slerp between e(x1) and e(x2)" if has_encoder else "slerp between prior samples z1 and z2"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>agelab run {html.escape(run_dir.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} img{{image-rendering:pixelated;max-width:100%}}
 td{{padding:2px 10px;border-bottom:1px solid #ddd}} .g{{display:flex;gap:2em;flex-wrap:wrap}}</style></head><body>
 <h1>agelab run {html.escape(run_dir.name)}</h1>
 <h2>Numbers</h2><table>{table}</table>
 <div class="g"><div><h2>Samples g(z), z ~ prior</h2>{_img(run_dir / "samples.png")}</div>
-<div><h2>Held-out reconstructions (real | g(e(x)))</h2>{_img(run_dir / "reconstructions.png")}</div></div>
-<h2>Interpolations (slerp between e(x1) and e(x2))</h2>{_img(run_dir / "interpolations.png")}
+{recon_html}</div>
+<h2>Interpolations ({interp_what})</h2>{_img(run_dir / "interpolations.png")}
 <h2>Training curves</h2>{_img(curves) if curves else "<p>no metrics</p>"}
 <h2>Config</h2><table>{cfg_rows}</table></body></html>"""
     out = run_dir / "report.html"

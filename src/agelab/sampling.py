@@ -59,7 +59,12 @@ def reconstruction_pairs(model, x: Tensor) -> Tensor:
 @torch.no_grad()
 def interpolation_rows(model, xa: Tensor, xb: Tensor, steps: int = 8) -> Tensor:
     """Spherical interpolation between e(xa) and e(xb): (N * steps, C, H, W), one row per pair."""
-    za, zb = model.encode(xa), model.encode(xb)  # (N, M)
+    return latent_interpolation_rows(model, model.encode(xa), model.encode(xb), steps)
+
+
+@torch.no_grad()
+def latent_interpolation_rows(model, za: Tensor, zb: Tensor, steps: int = 8) -> Tensor:
+    """g along the spherical interpolation between codes za and zb (N, M): (N * steps, C, H, W)."""
     t = torch.linspace(0, 1, steps)
     z = slerp(za, zb, t).flatten(0, 1)  # (N * steps, M)
     return model.decode(z)

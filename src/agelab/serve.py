@@ -262,7 +262,13 @@ class Demo:
         with self.lock:
             return to_uint8(sample_images(self.model, n, seed=seed).cpu())
 
+    def need_encoder(self, what: str) -> None:
+        if not getattr(self.model, "has_encoder", True):
+            raise HTTPException(409, f"{what} needs a model with an encoder; this run is a {self.kind} model "
+                                "(samples only)")
+
     def reconstruct(self, x_u8: Tensor) -> dict:
+        self.need_encoder("reconstruction")
         x = to_float(x_u8).to(self.model.device)
         with self.lock, torch.no_grad():
             rec = self.model.reconstruct(x)
@@ -270,6 +276,7 @@ class Demo:
         return {"input": data_url(x_u8[0]), "reconstruction": data_url(to_uint8(rec.cpu())[0]), **err}
 
     def interpolate(self, a_u8: Tensor, b_u8: Tensor, steps: int) -> dict:
+        self.need_encoder("interpolation")
         xa, xb = to_float(a_u8).to(self.model.device), to_float(b_u8).to(self.model.device)
         with self.lock:
             frames = to_uint8(interpolation_rows(self.model, xa, xb, steps=steps).cpu())

@@ -26,6 +26,30 @@ class Phase:
     repeats: int = 1
 
 
+class ModuleGroup:
+    """Several networks stepped by one optimiser, for a :class:`Phase` (e.g. ALI's encoder and generator).
+
+    Not an ``nn.Module``: a model keeps it as a plain attribute, so its networks are not
+    registered twice and the state_dict keys stay the networks' own.
+    """
+
+    def __init__(self, *modules: nn.Module):
+        self.modules = modules
+
+    def parameters(self):
+        for m in self.modules:
+            yield from m.parameters()
+
+    def requires_grad_(self, flag: bool = True) -> "ModuleGroup":
+        for m in self.modules:
+            m.requires_grad_(flag)
+        return self
+
+    def compile(self, **kwargs) -> None:
+        for m in self.modules:
+            m.compile(**kwargs)
+
+
 from agelab.models.age import AGE, ModelConfig  # noqa: E402
 
 # ModelConfig.model -> the model class (module path, class name); imported on demand.
@@ -33,7 +57,12 @@ MODEL_TYPES = {
     "age": ("agelab.models.age", "AGE"),  # unconditional AGE (paper 2)
     "cage": ("agelab.models.conditional", "ConditionalAGE"),  # conditional AGE, colorization (paper 3.2)
     "pix2pix": ("agelab.models.pix2pix", "Pix2Pix"),  # the colorization baseline (pix2pix with noise maps)
+    # baselines of the paper's comparisons (docs/comparison.md)
+    "dcgan": ("agelab.models.dcgan", "DCGAN"),
+    "vae": ("agelab.models.vae", "VAE"),
+    "ali": ("agelab.models.ali", "ALI"),
 }
+BASELINE_MODELS = ("dcgan", "vae", "ali")
 COLORIZATION_MODELS = ("cage", "pix2pix")
 
 
@@ -52,4 +81,4 @@ def make_model(cfg: ModelConfig, game=None) -> nn.Module:
     return model_class(cfg.model)(cfg, game)
 
 
-__all__ = ["AGE", "COLORIZATION_MODELS", "MODEL_TYPES", "ModelConfig", "Phase", "make_model", "model_class"]
+__all__ = ["AGE", "BASELINE_MODELS", "COLORIZATION_MODELS", "ModuleGroup", "MODEL_TYPES", "ModelConfig", "Phase", "make_model", "model_class"]

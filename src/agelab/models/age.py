@@ -107,11 +107,17 @@ class AGE(nn.Module):
         self.cfg = cfg
         self.game = game or GameConfig()
         self.prior = make_prior(cfg.prior, cfg.latent_dim)
-        self.encoder, self.generator = self.build_networks(cfg)
         # Multi-process training (agelab.distributed): this process's slice of the global batch; None = one process.
         self.shard: Shard | None = None
         # (x, c, encoder state, e(x | c)) of the last generator update: see _frozen_code.
         self._code_cache: tuple | None = None
+        self.build(cfg)
+
+    has_encoder = True  # False for models without e (the DCGAN baseline): no reconstructions or probes
+
+    def build(self, cfg: ModelConfig) -> None:
+        """Create and register the networks (the baselines override this)."""
+        self.encoder, self.generator = self.build_networks(cfg)
 
     @staticmethod
     def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:

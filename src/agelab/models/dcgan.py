@@ -1,0 +1,63 @@
+"""Baseline: DCGAN (Radford et al. 2016), the paper's fig. 5 comparison, in agelab's trainer.
+
+    generator g(z):      the AGE generator (agelab.nets.dcgan.DCGANGenerator), z ~ the run's prior
+    discriminator D(x):  the AGE encoder's body with one output logit (DCGANEncoder with M = 1)
+
+Losses (the non-saturating GAN of Goodfellow et al. 2014, as binary cross-entropy on logits):
+
+    disc loss:  1/2 [ BCE(D(x), 1) + BCE(D(g(z)), 0) ]
+    gen loss:   BCE(D(g(z)), 1)
+
+Two phases per iteration, "disc" then "gen", one step each. DCGAN has no encoder:
+reconstructions, latent interpolation between images and linear probes are not
+defined for it (``encode`` says so; ``agelab eval`` skips those metrics).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from agelab.models import Phase
+from agelab.models.age import AGE, ModelConfig
+from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+
+
+def bce(logits: Tensor, target: float) -> Tensor:
+    """Binary cross-entropy of logits against a constant label (mean over the batch)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class DCGAN(AGE):
+    """A DCGAN on the AGE networks; ``decode``/``sample`` as for AGE, no ``encode``."""
+
+    has_encoder = False
+
+    def build(self, cfg: ModelConfig) -> None:
+        self.discriminator = DCGANEncoder(1, cfg.channels, cfg.image_size, cfg.width)  # (B, 1) logits
+        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        raise NotImplementedError("a DCGAN has no encoder: reconstructions, interpolation between images and "
+                                  "linear probes need an encoder model (age, vae or ali)")
+
+    def discriminator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Passes: g(z) without a graph, D on x and on g(z)."""
+        x, _ = self.split_batch(batch)
+        with torch.no_grad():
+            fake = self.decode(self.batch_latent(x.shape[0]))  # (B, C, S, S)
+        real_logits, fake_logits = self.discriminator(x), self.discriminator(fake)  # (B, 1)
+        loss = 0.5 * (bce(real_logits, 1.0) + bce(fake_logits, 0.0))
+        return loss, {"loss": loss.detach(), "d_real": torch.sigmoid(real_logits).mean().detach(),
+                      "d_fake": torch.sigmoid(fake_logits).mean().detach()}
+
+    def generator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Passes: g(z), D on it (input gradients only: D is not stepped)."""
+        x, _ = self.split_batch(batch)
+        loss = bce(self.discriminator(self.decode(self.batch_latent(x.shape[0]))), 1.0)
+        return loss, {"loss": loss.detach()}
+
+    def phases(self) -> list[Phase]:
+        return [Phase("disc", self.discriminator, self.discriminator_loss),
+                Phase("gen", self.generator, self.generator_loss)]
