@@ -260,10 +260,9 @@ def main() -> None:
     for preset in args.preset:
         flops = _run_child("plain", preset, args, flops=True).get("flops_per_iteration")
         variants = ["plain", *args.variants]
-        runs = {}
-        for v in variants:
-            runs[v] = []
-            for i in range(args.repeats):
+        runs = {v: [] for v in variants}
+        for i in range(args.repeats):  # interleaved (plain, agelab, ..., plain, agelab, ...): a machine whose
+            for v in variants:         # speed drifts (shared host, thermals) biases no variant
                 runs[v].append(_run_child(v, preset, args))
                 print(f"  [{preset}] {v} repeat {i + 1}/{args.repeats}: "
                       f"{runs[v][-1]['images_per_s']:.1f} img/s", flush=True)

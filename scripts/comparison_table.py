@@ -1,0 +1,67 @@
+"""The table of docs/comparison.md from evaluated run folders (eval.json + metrics.jsonl + config.json).
+
+    python scripts/comparison_table.py RUN [RUN ...]
+
+One markdown row per run: model, dataset, iterations/epochs, seconds per epoch (from the
+median of the logged img/s windows, so a few slow windows do not count), domain FID and
+KID with their real-data floors, precision/recall, test reconstruction L1/PSNR, linear-probe
+test errors and the AIS log-likelihood with its standard error where it was computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+TRAIN_IMAGES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
+
+
+def _metric(metrics: dict, name: str, fmt: str, floor: bool = False) -> str:
+    e = metrics.get(name)
+    if e is None:
+        return "—"
+    text = format(e["value"], fmt)
+    if floor and e.get("floor"):
+        text += f" ({format(e['floor']['value'], fmt)})"
+    return text
+
+
+def row(run: Path) -> str:
+    cfg = json.loads((run / "config.json").read_text())
+    ev = json.loads((run / "eval.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rates = [r["img_per_s"] for r in records if "img_per_s" in r]
+    n_train = TRAIN_IMAGES.get(cfg["dataset"], ev.get("n_train"))
+    s_epoch = n_train / statistics.median(rates) if rates else float("nan")
+    epochs = ev["step"] * cfg["batch_size"] / n_train
+    m = ev["metrics"]
+    ll = ev.get("log_likelihood")
+    ll_text = f"{ll['value']:.1f} ± {ll['std_error']:.1f}" if ll else "—"
+    model = cfg.get("model", "age") + (" (reference KL)" if cfg.get("divergence") == "gaussian_reference" else "")
+    cells = [model, cfg["dataset"], f"{ev['step']} ({epochs:.1f})", f"{s_epoch:.0f}",
+             _metric(m, "fid", ".2f", True), _metric(m, "kid", ".4f", True), _metric(m, "precision", ".2f"),
+             _metric(m, "recall", ".2f"), _metric(m, "recon_l1", ".3f"), _metric(m, "recon_psnr", ".1f"),
+             _metric(m, "recon_label_accuracy", ".3f"),
+             _metric(m, "probe_code_all_labels", ".3f"), _metric(m, "probe_code_1000_labels", ".3f"), ll_text]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = ("| model | data | iterations (epochs) | s/epoch | domain FID (floor) | domain KID (floor) | precision | "
+          "recall | recon L1 | recon PSNR | label kept by g(e(x)) | probe error, all labels | probe error, "
+          "1,000 labels | AIS log p(x), nats |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    print(HEADER)
+    print("|" + " --- |" * (HEADER.count("|") - 1))
+    for run in args.runs:
+        print(row(run))
+
+
+if __name__ == "__main__":
+    main()
