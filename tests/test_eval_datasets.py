@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,10 @@ import torch
 
 from agelab.config import DATASETS
 from agelab.data import load_dataset
-from agelab.data.sources import CIFAR10_CLASSES, IDX_FILES
+from agelab.data.sources import IDX_FILES
 from conftest import fake_mnist_arrays, tiny_config, write_idx_gz
 from test_folder_dataset import make_folder
-from test_sources import WNIDS, celeba_image, cifar_batch_dict, save_image, write_cars_train_only
+from test_sources import WNIDS, celeba_image, save_image, write_cars_train_only, write_cifar_batches
 
 N_SAMPLES = 16
 SAMPLE_QUALITY = ("fid", "kid", "precision", "recall")
@@ -67,13 +66,7 @@ def _fashion(tmp: Path) -> str:
 
 def _cifar10(tmp: Path) -> str:
     """cifar10/cifar-10-batches-py/: 5 pickled train batches of 10 images, a test batch of 24 (as cifar_batches)."""
-    folder = tmp / "root" / "cifar10" / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    batches = {f"data_batch_{i}": cifar_batch_dict(10, i) for i in range(1, 6)}
-    batches["test_batch"] = cifar_batch_dict(24, 9)
-    for name, batch in batches.items():
-        (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}))
+    write_cifar_batches(tmp / "root", 10, 24)
     return str(tmp / "root")
 
 

@@ -173,17 +173,22 @@ def py2_style_batch(data: np.ndarray, labels: list[int]) -> bytes:
     return out
 
 
-@pytest.fixture
-def cifar_batches(tmp_path):
-    """cifar10/cifar-10-batches-py/ with 5 train batches of 2 images and a test batch of 3."""
-    folder = tmp_path / "root" / "cifar10" / "cifar-10-batches-py"
+def write_cifar_batches(root: Path, per_batch: int, n_test: int) -> tuple[Path, dict]:
+    """root/cifar10/cifar-10-batches-py/ with 5 pickled train batches of ``per_batch`` images and a test batch."""
+    folder = root / "cifar10" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    batches = {f"data_batch_{i}": cifar_batch_dict(2, i) for i in range(1, 6)}
-    batches["test_batch"] = cifar_batch_dict(3, 9)
+    batches = {f"data_batch_{i}": cifar_batch_dict(per_batch, i) for i in range(1, 6)}
+    batches["test_batch"] = cifar_batch_dict(n_test, 9)
     for name, batch in batches.items():
         (folder / name).write_bytes(pickle.dumps(batch))
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}))
     return folder, batches
+
+
+@pytest.fixture
+def cifar_batches(tmp_path):
+    """cifar10/cifar-10-batches-py/ with 5 train batches of 2 images and a test batch of 3."""
+    return write_cifar_batches(tmp_path / "root", 2, 3)
 
 
 def expected_cifar(batches: dict, split: str):
