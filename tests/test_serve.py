@@ -586,3 +586,15 @@ def test_browser_colorize_and_move_a_slider(page, servers, tmp_path):
 @pytest.mark.skipif(not os.environ.get("CI"), reason="checks CI's set-up")
 def test_ci_has_chromium_so_the_browser_tests_run():
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing on CI: .ci/run installs Debian's chromium"
+
+
+def test_a_dcgan_run_serves_samples_only(tmp_path, isolated_cache):
+    """A model without an encoder: the page offers Sample alone and the encoder endpoints answer 409."""
+    run = train(tiny_config(tmp_path / "runs", model="dcgan", iterations=2, ckpt_every=2, tag="gan"), progress=False)
+    client = TestClient(create_app(run, test_split=False))
+    info = client.get("/api/info").json()
+    assert info["model"] == "dcgan" and info["tabs"] == ["sample"]
+    assert client.post("/api/sample", json={"seed": 1, "n": 4}).status_code == 200
+    upload = png(np.zeros((32, 32), dtype=np.uint8))
+    r = client.post("/api/reconstruct", files={"image": ("x.png", upload, "image/png")})
+    assert r.status_code == 409 and "needs a model with an encoder" in r.json()["detail"]

@@ -210,7 +210,12 @@ class Demo:
             test = {"state": "ready", "count": len(self.test)}
         else:
             test = {"state": "unavailable", "reason": self.test_error}
-        tabs = ["colorize"] if self.conditional else ["sample", "reconstruct", "interpolate"]
+        if self.conditional:
+            tabs = ["colorize"]
+        elif getattr(self.model, "has_encoder", True):
+            tabs = ["sample", "reconstruct", "interpolate"]
+        else:  # a DCGAN run: samples only
+            tabs = ["sample"]
         return {"run": self.run.resolve().name if self.run_dir is None else self.run_dir.name,
                 "checkpoint": Path(self.model.checkpoint_path).name, "model": self.kind,
                 "dataset": self.dataset, "image_size": self.size, "channels": self.channels,

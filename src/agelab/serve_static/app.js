@@ -400,7 +400,9 @@ async function start() {
     `latent size ${INFO.latent_dim} (${INFO.prior} prior), checkpoint ${INFO.checkpoint}`;
   $("kind-note").textContent = INFO.tabs.includes("colorize")
     ? "A colorization run: Sample, Reconstruct and Interpolate need an unconditional AGE run."
-    : "An unconditional run: Colorize needs a colorization run (--model cage or pix2pix).";
+    : INFO.tabs.includes("reconstruct")
+      ? "An unconditional run: Colorize needs a colorization run (--model cage or pix2pix)."
+      : `A ${INFO.model} run has no encoder: samples only (Reconstruct and Interpolate need age, vae or ali).`;
   for (const tab of document.querySelectorAll("#tabs button")) {
     tab.hidden = !INFO.tabs.includes(tab.dataset.tab);
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
