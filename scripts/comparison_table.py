@@ -53,6 +53,15 @@ HEADER = ("| model | data | iterations (epochs) | s/epoch | domain FID (floor) |
           "1,000 labels | AIS log p(x), nats |")
 
 
+def paired_log_likelihood(base: Path, other: Path) -> str | None:
+    """log p(x) of ``base`` minus ``other`` over the same AIS test images, with the paired standard error."""
+    a, b = (json.loads((r / "eval.json").read_text()).get("log_likelihood") for r in (base, other))
+    if not a or not b or a["n_images"] != b["n_images"] or a["image_seed"] != b["image_seed"]:
+        return None
+    d = [x - y for x, y in zip(a["per_image"], b["per_image"])]
+    return f"{statistics.mean(d):+.1f} ± {statistics.stdev(d) / len(d) ** 0.5:.1f} nats (paired, {len(d)} images)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
@@ -61,6 +70,12 @@ def main() -> None:
     print("|" + " --- |" * (HEADER.count("|") - 1))
     for run in args.runs:
         print(row(run))
+    base = args.runs[0]
+    for run in args.runs[1:]:  # the same test images: paired differences are far tighter than the per-run errors
+        diff = paired_log_likelihood(base, run)
+        if diff:
+            print(f"\nlog p(x): {base.name} - {run.name} = {diff}", end="")
+    print()
 
 
 if __name__ == "__main__":
