@@ -79,13 +79,18 @@ def plain_loop(preset: str, data_root: str, warmup: int, steps: int, device_name
     x_all = to_float(data.images)  # (N, C, 32, 32) float, decoded once
     loader = DataLoader(TensorDataset(x_all), batch_size=BATCH, shuffle=True, drop_last=True)
     torch.manual_seed(0)
-    enc = DCGANEncoder(p["latent_dim"], data.channels, 32, p["width"]).to(device)
-    gen = DCGANGenerator(p["latent_dim"], data.channels, 32, p["width"]).to(device)
-    opt_e = torch.optim.Adam(enc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    enc_net = DCGANEncoder(p["latent_dim"], data.channels, 32, p["width"]).to(device)
+    gen_net = DCGANGenerator(p["latent_dim"], data.channels, 32, p["width"]).to(device)
+    opt_e = torch.optim.Adam(enc_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gen_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+    # The conventional forward passes through the layer stacks (agelab's nets compute their first
+    # generator layer and last encoder layer as matrix products instead: same math, faster on CPU).
+    def gen(z):
+        return gen_net.net(z.view(z.shape[0], -1, 1, 1))
 
     def encode(x):
-        h = enc(x)
+        h = enc_net.head(enc_net.features(x)).flatten(1)
         return h / h.norm(dim=1, keepdim=True)
 
     def prior(n):

@@ -225,7 +225,7 @@ def test_load_errors_are_checkpoint_errors(tmp_path, run_copy):
     rewrite_manifest(newest)
     with pytest.raises(CheckpointError, match="do not match"):
         agelab.load(newest)
-    (newest / "model.json").write_text(json.dumps(dict(cfg, model="vae")))
+    (newest / "model.json").write_text(json.dumps(dict(cfg, model="normalizing-flow")))
     rewrite_manifest(newest)
     with pytest.raises(CheckpointError, match="unsupported model"):
         agelab.load(newest)

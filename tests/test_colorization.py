@@ -111,7 +111,7 @@ def test_colorization_models_need_the_condition():
 def test_model_registry_and_model_json():
     assert model_class("age") is AGE and model_class("cage") is ConditionalAGE and model_class("pix2pix") is Pix2Pix
     with pytest.raises(ValueError, match="unknown model type"):
-        model_class("vae")
+        model_class("normalizing-flow")
     age_dict = ModelConfig(latent_dim=4, channels=1).to_dict()
     assert "res_blocks" not in age_dict and age_dict["model"] == "age"  # model.json of AGE runs unchanged
     cage = ModelConfig(latent_dim=3, channels=3, image_size=64, model="cage", res_blocks=2)

@@ -69,3 +69,27 @@ def test_dcgan_initialisation():
     bns = [m for m in e.modules() if isinstance(m, nn.BatchNorm2d)]
     scales = torch.cat([m.weight for m in bns])
     assert abs(scales.mean().item() - 1) < 0.01 and torch.equal(torch.cat([m.bias for m in bns]), torch.zeros_like(scales))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [32, 64])
+def test_matmul_forms_of_the_end_layers_equal_the_convolutions(size, channels_last):
+    """g's first layer and e's head run as matrix products: the same values and gradients as the layer stacks."""
+    torch.manual_seed(0)
+    gen, enc = DCGANGenerator(8, 3, size, 8), DCGANEncoder(8, 3, size, 8)
+    if channels_last:
+        gen, enc = gen.to(memory_format=torch.channels_last), enc.to(memory_format=torch.channels_last)
+    z = torch.randn(5, 8, requires_grad=True)
+    out = gen(z)
+    ref = gen.net(z.view(5, 8, 1, 1))
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    (g_out,) = torch.autograd.grad(out.square().sum(), z)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), z)
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-4, atol=1e-6)
+    x = torch.randn(5, 3, size, size)
+    code, ref_code = enc(x), enc.head(enc.features(x)).flatten(1)
+    torch.testing.assert_close(code, ref_code, rtol=1e-5, atol=1e-5)
+    w_out = torch.autograd.grad(code.sum(), enc.head.weight)[0]
+    w_ref = torch.autograd.grad(ref_code.sum(), enc.head.weight)[0]
+    torch.testing.assert_close(w_out, w_ref, rtol=1e-4, atol=1e-5)
