@@ -156,7 +156,7 @@ def _held_out(args, model):
 
 
 def _need_encoder(model, command: str) -> None:
-    if not getattr(model, "has_encoder", True):
+    if not model.has_encoder:
         raise UsageError(f"{command}: a {model.cfg.model} model has no encoder; reconstructions and interpolations "
                          "between images need an age, vae or ali model (`agelab sample` works)")
 

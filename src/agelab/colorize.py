@@ -43,7 +43,7 @@ def check_colorization_model(model, need_encoder: bool = False) -> None:
     if kind not in COLORIZATION_MODELS:
         raise ColorizeError(f"this is an unconditional AGE model ({kind!r}); colorization needs a run trained with "
                             f"--model cage (or pix2pix)")
-    if need_encoder and kind != "cage":
+    if need_encoder and not model.has_encoder:
         raise ColorizeError(f"colour transfer encodes the source's colours with the AGE encoder; a {kind} model has "
                             "none (use a --model cage run)")
 

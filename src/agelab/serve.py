@@ -212,7 +212,7 @@ class Demo:
             test = {"state": "unavailable", "reason": self.test_error}
         if self.conditional:
             tabs = ["colorize"]
-        elif getattr(self.model, "has_encoder", True):
+        elif self.model.has_encoder:
             tabs = ["sample", "reconstruct", "interpolate"]
         else:  # a DCGAN run: samples only
             tabs = ["sample"]
@@ -268,7 +268,7 @@ class Demo:
             return to_uint8(sample_images(self.model, n, seed=seed).cpu())
 
     def need_encoder(self, what: str) -> None:
-        if not getattr(self.model, "has_encoder", True):
+        if not self.model.has_encoder:
             raise HTTPException(409, f"{what} needs a model with an encoder; this run is a {self.kind} model "
                                 "(samples only)")
 

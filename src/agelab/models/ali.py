@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from agelab.models import ModuleGroup, Phase
 from agelab.models.age import AGE, ModelConfig
-from agelab.models.dcgan import bce
+from agelab.models.dcgan import bce, discriminator_objective
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 
 
@@ -61,10 +61,7 @@ class ALI(AGE):
         z = self.batch_latent(x.shape[0])
         with torch.no_grad():
             z_real, x_fake = self.encode(x), self.decode(z)
-        real, fake = self.discriminator(x, z_real), self.discriminator(x_fake, z)
-        loss = 0.5 * (bce(real, 1.0) + bce(fake, 0.0))
-        return loss, {"loss": loss.detach(), "d_real": torch.sigmoid(real).mean().detach(),
-                      "d_fake": torch.sigmoid(fake).mean().detach()}
+        return discriminator_objective(self.discriminator(x, z_real), self.discriminator(x_fake, z))
 
     def encoder_generator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Passes: e(x), g(z), D on both pairs (input gradients only: D is not stepped)."""

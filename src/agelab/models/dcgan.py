@@ -29,6 +29,16 @@ def bce(logits: Tensor, target: float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def discriminator_objective(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The GAN discriminator's loss 1/2 [BCE(real, 1) + BCE(fake, 0)] and its logs (mean D outputs).
+
+    Shared by every discriminator in agelab: DCGAN's D(x), ALI's D(x, z), pix2pix's PatchGAN.
+    """
+    loss = 0.5 * (bce(real_logits, 1.0) + bce(fake_logits, 0.0))
+    return loss, {"loss": loss.detach(), "d_real": torch.sigmoid(real_logits).mean().detach(),
+                  "d_fake": torch.sigmoid(fake_logits).mean().detach()}
+
+
 class DCGAN(AGE):
     """A DCGAN on the AGE networks; ``decode``/``sample`` as for AGE, no ``encode``."""
 
@@ -47,10 +57,7 @@ class DCGAN(AGE):
         x, _ = self.split_batch(batch)
         with torch.no_grad():
             fake = self.decode(self.batch_latent(x.shape[0]))  # (B, C, S, S)
-        real_logits, fake_logits = self.discriminator(x), self.discriminator(fake)  # (B, 1)
-        loss = 0.5 * (bce(real_logits, 1.0) + bce(fake_logits, 0.0))
-        return loss, {"loss": loss.detach(), "d_real": torch.sigmoid(real_logits).mean().detach(),
-                      "d_fake": torch.sigmoid(fake_logits).mean().detach()}
+        return discriminator_objective(self.discriminator(x), self.discriminator(fake))  # logits (B, 1)
 
     def generator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Passes: g(z), D on it (input gradients only: D is not stepped)."""

@@ -26,6 +26,7 @@ from agelab.latent import make_prior
 from agelab.models import Phase
 from agelab.models.age import AGE, ModelConfig, frozen_bn_stats
 from agelab.models.conditional import LabBatches, _need_condition
+from agelab.models.dcgan import bce, discriminator_objective
 from agelab.nets.pix2pix import PatchDiscriminator, UNetGenerator
 
 L1_WEIGHT = 100.0  # pix2pix's lambda
@@ -58,6 +59,8 @@ class Pix2Pix(LabBatches, nn.Module):
         """G(z, L): (B, M), (B, 1, S, S) -> ab (B, 2, S, S) in [-1, 1]."""
         return self.generator(z, _need_condition(c, "decode"))
 
+    has_encoder = False
+
     def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         raise NotImplementedError("pix2pix has no encoder: colour transfer needs a conditional AGE (cage) model")
 
@@ -67,13 +70,7 @@ class Pix2Pix(LabBatches, nn.Module):
         x, c = self.split_batch(batch)
         with torch.no_grad():
             fake = self.decode(self.batch_latent(x.shape[0]), c)  # (B, 2, S, S)
-        real_logits = self.discriminator(x, c)  # (B, 1, P, P)
-        fake_logits = self.discriminator(fake, c)
-        loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-        loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        loss = 0.5 * (loss_real + loss_fake)
-        return loss, {"loss": loss.detach(), "d_real": torch.sigmoid(real_logits).mean().detach(),
-                      "d_fake": torch.sigmoid(fake_logits).mean().detach()}
+        return discriminator_objective(self.discriminator(x, c), self.discriminator(fake, c))  # logits (B, 1, P, P)
 
     def generator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Passes: G(z, L), D on it (input gradients only: D is not stepped)."""
@@ -81,7 +78,7 @@ class Pix2Pix(LabBatches, nn.Module):
         fake = self.decode(self.batch_latent(x.shape[0]), c)  # (B, 2, S, S)
         with frozen_bn_stats(self.discriminator):
             logits = self.discriminator(fake, c)
-        adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        adv = bce(logits, 1.0)
         l1 = F.l1_loss(fake, x)
         loss = adv + L1_WEIGHT * l1
         return loss, {"loss": loss.detach(), "adv": adv.detach(), "l1": l1.detach()}

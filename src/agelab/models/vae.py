@@ -15,8 +15,9 @@ sigma is the "optimal sigma" calibrated decoder of Rybkin et al. (2021): for one
 sigma the maximum-likelihood sigma^2 is the mean squared error, so it is set to the batch's
 (as a constant, no gradient) and no pixel-noise weight has to be tuned by hand. (A learned
 log-sigma at the paper's learning rate of 2e-4 would need some 10,000 steps to get there.)
-The AIS log-likelihood chooses its own sigma on validation images, as for every decoder. ``encode`` returns the posterior mean mu(x), which reconstructions, the
-linear probes and interpolation use.
+The AIS log-likelihood chooses its own sigma on validation images, as for every decoder.
+``encode`` returns the posterior mean mu(x), which reconstructions, the linear probes and
+interpolation use.
 """
 
 from __future__ import annotations
