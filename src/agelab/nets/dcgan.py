@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agelab.nets.narrow import from_image, to_image
+
 
 def _n_stages(image_size: int) -> int:
     n = int(round(math.log2(image_size))) - 2
@@ -62,13 +64,18 @@ class DCGANGenerator(nn.Module):
         # The first layer, a 4x4 transposed convolution of a 1x1 input, is a matrix product:
         # h[b, c, i, j] = sum_m z[b, m] W[m, c, i, j]. As one (B, M) x (M, 16 ch) product it is
         # the same math and 2x faster on CPU than oneDNN's transposed convolution (docs/performance.md).
-        first = self.net[0]
-        h = F.linear(z.reshape(z.shape[0], self.latent_dim).to(first.weight.dtype),
-                     first.weight.reshape(self.latent_dim, -1).t())  # (B, ch * 16)
-        h = h.view(z.shape[0], first.out_channels, 4, 4)  # (B, ch, 4, 4)
-        if first.weight.is_contiguous(memory_format=torch.channels_last):  # the model's layout
-            h = h.contiguous(memory_format=torch.channels_last)
-        return self.net[1:](h)  # (B, C, S, S)
+        # The product is taken in the weight's memory order, so neither W nor h is copied:
+        # channels-last weights (M, 4, 4, ch in memory) give channels-last activations.
+        w = self.net[0].weight  # (M, ch, 4, 4)
+        b, ch = z.shape[0], w.shape[1]
+        z = z.reshape(b, self.latent_dim).to(w.dtype)
+        if w.is_contiguous(memory_format=torch.channels_last):
+            h = (z @ w.permute(0, 2, 3, 1).reshape(self.latent_dim, -1)).view(b, 4, 4, ch).permute(0, 3, 1, 2)
+        else:
+            h = (z @ w.reshape(self.latent_dim, -1)).view(b, ch, 4, 4)  # (B, ch, 4, 4)
+        h = self.net[1:-2](h)  # (B, w, S/2, S/2)
+        # The last layer (w -> C image channels) as a matrix product and an overlap-add on CPU (narrow.py).
+        return torch.tanh(to_image(h, self.net[-2].weight))  # (B, C, S, S)
 
 
 class DCGANEncoder(nn.Module):
@@ -87,7 +94,13 @@ class DCGANEncoder(nn.Module):
         dcgan_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        # The first layer's input gradient runs as a matrix product and an overlap-add on CPU (narrow.py).
+        first = self.features[0]
+        h = self.features[1:](from_image(x, first.weight))  # (B, w*2^(n-1), 4, 4)
         # The head, a 4x4 convolution of a 4x4 map, is a matrix product over the flattened map:
-        # the same math, and on CPU 4x faster than the convolution (docs/performance.md).
-        h = self.features(x)  # (B, w*2^(n-1), 4, 4)
-        return F.linear(h.flatten(1), self.head.weight.flatten(1), self.head.bias)  # (B, M)
+        # the same math, and on CPU 4x faster than the convolution (docs/performance.md). It is
+        # taken in the memory order of h and the weight, so that neither is copied.
+        w = self.head.weight  # (M, ch, 4, 4)
+        if h.is_contiguous(memory_format=torch.channels_last) and w.is_contiguous(memory_format=torch.channels_last):
+            return F.linear(h.permute(0, 2, 3, 1).flatten(1), w.permute(0, 2, 3, 1).flatten(1), self.head.bias)
+        return F.linear(h.flatten(1), w.flatten(1), self.head.bias)  # (B, M)

@@ -1,0 +1,119 @@
+"""The image end of the DCGAN nets on CPU: stride-2 4x4 (transposed) convolutions to or from a few channels.
+
+The generator's last layer is a transposed convolution from w channels to the C = 1 or 3
+image channels, and the gradient of the encoder's first layer with respect to its input
+(needed whenever the encoder is differentiated through at a generated image) is the same
+operation. oneDNN runs it at about 30 GFLOP/s on the project's CPU, against 150-240 for the
+other layers: 3.4 ms per call for 0.1 GFLOP at batch 64 (docs/performance.md).
+
+Here it is one matrix product and an overlap-add. For a (Cin, Cout, 4, 4) kernel, stride 2
+and padding 1, output row 2m + p (phase p) receives input row m + s through kernel tap k
+with 2(m + s) - 1 + k = 2m + p, which gives two taps per phase:
+
+    phase 0: (k=1, s=0), (k=3, s=-1)        phase 1: (k=2, s=0), (k=0, s=+1)
+
+and likewise for columns. So ``Y = x (B*H*W, Cin) @ w (Cin, 4*4*Cout)`` holds every tap's
+contribution, and summing the right taps along the width and then the height interleaves
+them into the (B, Cout, 2H, 2W) output. Same sums as the convolution, in another order.
+
+Only the forward of the generator's layer and the input gradient of the encoder's layer
+change; the other gradients are oneDNN's (``torch.nn.grad.conv2d_weight``, ``F.conv2d``).
+Used on CPU in fp32 without autocast; elsewhere the plain convolutions run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.nn.grad import conv2d_weight
+
+MAX_CHANNELS = 4  # image channels up to which the matrix-product form is used
+_TAPS = {0: ((1, 0), (3, -1)), 1: ((2, 0), (0, 1))}  # phase -> (tap, shift) pairs, see the module docstring
+
+
+def _add_shifted(dst: Tensor, src: Tensor, shift: int, dim: int) -> None:
+    """dst[m] += src[m + shift] along ``dim`` wherever both exist (shift in -1, 0, 1)."""
+    n = dst.shape[dim]
+    if shift == 0:
+        dst.add_(src)
+    elif shift > 0:
+        dst.narrow(dim, 0, n - shift).add_(src.narrow(dim, shift, n - shift))
+    else:
+        dst.narrow(dim, -shift, n + shift).add_(src.narrow(dim, 0, n + shift))
+
+
+def conv_transpose_s2(x: Tensor, w: Tensor) -> Tensor:
+    """``F.conv_transpose2d(x, w, stride=2, padding=1)`` for a (Cin, Cout, 4, 4) kernel, as a product and an overlap-add.
+
+    x (B, Cin, H, W) -> (B, Cout, 2H, 2W), in x's memory layout (channels-last or contiguous).
+    """
+    b, cin, h, wd = x.shape
+    cout = w.shape[1]
+    y = x.permute(0, 2, 3, 1).reshape(-1, cin) @ w.permute(0, 2, 3, 1).reshape(cin, 16 * cout)  # (B*H*W, 16 Cout)
+    y = y.view(b, h, wd, 4, 4, cout).permute(0, 1, 3, 2, 4, 5)  # (B, H, k_row, W, k_col, Cout)
+    cols = y.new_empty(b, h, 4, wd, 2, cout)  # column taps summed: (B, H, k_row, W, phase) = (B, H, k_row, 2W)
+    for phase, ((k0, _), (k1, shift)) in _TAPS.items():
+        cols[:, :, :, :, phase] = y[:, :, :, :, k0]
+        _add_shifted(cols[:, :, :, :, phase], y[:, :, :, :, k1], shift, dim=3)
+    cols = cols.view(b, h, 4, 2 * wd, cout)
+    out = y.new_empty(b, h, 2, 2 * wd, cout)  # row taps summed: (B, H, phase, 2W) = (B, 2H, 2W)
+    for phase, ((k0, _), (k1, shift)) in _TAPS.items():
+        out[:, :, phase] = cols[:, :, k0]
+        _add_shifted(out[:, :, phase], cols[:, :, k1], shift, dim=1)
+    out = out.view(b, 2 * h, 2 * wd, cout).permute(0, 3, 1, 2)  # (B, Cout, 2H, 2W), channels-last memory
+    return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+
+
+class _ToImage(torch.autograd.Function):
+    """conv_transpose2d(x, w, stride 2, padding 1) into a few channels: the generator's last layer."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return conv_transpose_s2(x, w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, w = ctx.saved_tensors
+        gx = F.conv2d(grad, w, stride=2, padding=1) if ctx.needs_input_grad[0] else None  # the adjoint
+        gw = conv2d_weight(grad, w.shape, x, stride=2, padding=1) if ctx.needs_input_grad[1] else None
+        return gx, gw
+
+
+class _FromImage(torch.autograd.Function):
+    """conv2d(x, w, stride 2, padding 1) from a few channels: the encoder's first layer."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return F.conv2d(x, w, stride=2, padding=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, w = ctx.saved_tensors
+        gx = conv_transpose_s2(grad, w) if ctx.needs_input_grad[0] else None  # the adjoint
+        gw = conv2d_weight(x, w.shape, grad, stride=2, padding=1) if ctx.needs_input_grad[1] else None
+        return gx, gw
+
+
+def _use_product_form(x: Tensor, w: Tensor, image_channels: int) -> bool:
+    return (image_channels <= MAX_CHANNELS and x.device.type == "cpu" and x.dtype == w.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def to_image(x: Tensor, w: Tensor) -> Tensor:
+    """The generator's last layer, ``F.conv_transpose2d(x, w, stride=2, padding=1)``; w (Cin, C, 4, 4)."""
+    if _use_product_form(x, w, w.shape[1]):
+        return _ToImage.apply(x, w)
+    return F.conv_transpose2d(x, w, stride=2, padding=1)
+
+
+def from_image(x: Tensor, w: Tensor) -> Tensor:
+    """The encoder's first layer, ``F.conv2d(x, w, stride=2, padding=1)``; w (Cout, C, 4, 4)."""
+    if _use_product_form(x, w, w.shape[1]):
+        return _FromImage.apply(x, w)
+    return F.conv2d(x, w, stride=2, padding=1)
