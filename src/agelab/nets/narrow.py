@@ -78,6 +78,7 @@ class _ToImage(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         x, w = ctx.saved_tensors
+        grad = _like(grad, x)  # (the image loss's gradient may come NCHW)
         gx = F.conv2d(grad, w, stride=2, padding=1) if ctx.needs_input_grad[0] else None  # the adjoint
         gw = conv2d_weight(grad, w.shape, x, stride=2, padding=1) if ctx.needs_input_grad[1] else None
         return gx, gw
@@ -95,9 +96,17 @@ class _FromImage(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         x, w = ctx.saved_tensors
+        grad = _like(grad, x)
         gx = conv_transpose_s2(grad, w) if ctx.needs_input_grad[0] else None  # the adjoint
         gw = conv2d_weight(x, w.shape, grad, stride=2, padding=1) if ctx.needs_input_grad[1] else None
         return gx, gw
+
+
+def _like(grad: Tensor, x: Tensor) -> Tensor:
+    """grad in x's memory layout: oneDNN otherwise converts the larger of the two (for the generator's
+    layer the saved input, 16x the image gradient's size) on every call."""
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return grad.contiguous(memory_format=fmt)
 
 
 def _use_product_form(x: Tensor, w: Tensor, image_channels: int) -> bool:
