@@ -10,7 +10,8 @@ update + 2 generator updates per iteration; the paper's reconstruction assignmen
 `cifar` and `mnist`, the swapped one of agelab's presets for `cifar10-preset`) and the same
 number of timed iterations after a warm-up. Each measurement runs in a fresh
 subprocess so that its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
-Prints images/s (median of repeats), the ratio agelab / plain, peak memory, the
+Prints images/s (median of repeats), the ratio agelab / plain (of the medians, and the median of
+each repeat's ratio to the plain run just before it), peak memory, the
 FLOPs of one plain iteration (torch's FlopCounterMode) and the fraction of the
 machine's measured fp32 matmul throughput that each variant reaches.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -170,7 +172,7 @@ def plain_loop(preset: str, data_root: str, warmup: int, steps: int, device_name
 
 
 def agelab_path(preset: str, data_root: str, warmup: int, steps: int, device_name: str, variant: str = "agelab") -> dict:
-    """`agelab train` itself: the images/s of its second metrics window (after `warmup` iterations)."""
+    """`agelab train` itself: images/s over its metrics windows after the first `warmup` iterations."""
     import tempfile
 
     import torch
@@ -187,14 +189,17 @@ def agelab_path(preset: str, data_root: str, warmup: int, steps: int, device_nam
         from agelab.config import SWAPPED
 
         extra.update(SWAPPED)
+    window = math.gcd(warmup, steps)  # metrics windows that split warm-up and timed iterations exactly
     with tempfile.TemporaryDirectory() as out:
         cfg = build_config(None, dataset=p["dataset"], data_root=data_root, latent_dim=p["latent_dim"],
-                           width=p["width"], batch_size=BATCH, iterations=warmup + steps, log_every=warmup,
+                           width=p["width"], batch_size=BATCH, iterations=warmup + steps, log_every=window,
                            sample_every=10**9, ckpt_every=10**9, out_dir=out, device=device_name, **extra)
         run = train(cfg, progress=False)
-        records = [r for r in read_metrics(run) if "img_per_s" in r]
+        records = [r for r in read_metrics(run) if "img_per_s" in r and r["step"] > warmup]
+    # the windows' time added up: images/s over all `steps` timed iterations, like the plain loop's
+    seconds = sum(window * BATCH / r["img_per_s"] for r in records)
     device = torch.device(device_name)
-    return {"images_per_s": records[-1]["img_per_s"], "peak_mb": _peak_memory_mb(device)}
+    return {"images_per_s": len(records) * window * BATCH / seconds, "peak_mb": _peak_memory_mb(device)}
 
 
 def matmul_gflops(device_name: str, n: int = 2048, reps: int = 10) -> float:
@@ -274,16 +279,21 @@ def main() -> None:
         med = {v: statistics.median(r["images_per_s"] for r in runs[v]) for v in runs}
         mem = {v: max(r["peak_mb"] for r in runs[v]) for v in runs}
         achieved = {v: flops * med[v] / BATCH / 1e9 for v in runs}
+        # each repeat's ratio to the plain measurement next to it: less exposed to a host whose speed drifts
+        paired = {v: [a["images_per_s"] / p["images_per_s"] for a, p in zip(runs[v], runs["plain"])] for v in args.variants}
         report["presets"][preset] = {"flops_per_iteration": flops, "images_per_s": med, "peak_mb": mem,
                                      "ratio": {v: med[v] / med["plain"] for v in args.variants},
+                                     "paired_ratio": {v: statistics.median(r) for v, r in paired.items()},
                                      "achieved_gflops": achieved, "all": runs}
         print(f"\n{preset} ({PRESETS[preset]['game']} game): {flops / 1e9:.1f} GFLOP per iteration "
               f"(1 encoder + 2 generator updates, batch {BATCH})")
         for v in variants:
-            ratio = "" if v == "plain" else f"  ratio {med[v] / med['plain']:.2f}x"
+            ratio = "" if v == "plain" else (f"  ratio {med[v] / med['plain']:.2f}x (paired: median "
+                                             f"{statistics.median(paired[v]):.2f}x, {min(paired[v]):.2f}-{max(paired[v]):.2f})")
             print(f"  {v:20s} {med[v]:9.1f} img/s  peak {mem[v]:7.0f} MB  {achieved[v]:8.1f} GFLOP/s "
                   f"({achieved[v] / peak:.0%} of matmul){ratio}")
-        print(f"  (median of {args.repeats} repeats; ratio = variant / plain)", flush=True)
+        print(f"  (median of {args.repeats} repeats; ratio = variant / plain; paired = each repeat's ratio to the "
+              f"plain run just before it)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
