@@ -97,7 +97,8 @@ class TrainConfig:
                                "so activations are not page-faulted in again every pass (process-wide; "
                                "docs/performance.md)")
     compile: bool = _opt(False, "compile the encoder and generator with torch.compile (needs a C++ compiler on CPU); "
-                         "same math to float tolerance, faster steps after a slow first iteration")
+                         "same math to float tolerance; measured no faster than the default on agelab's nets, on CPU "
+                         "or GPU (docs/performance.md): for experiments; on a GPU use --cuda-graphs")
     cuda_graphs: bool = _opt(False, "on CUDA, record one whole training iteration as a CUDA graph and replay it "
                              "(one launch instead of hundreds: for small nets and batches, whose speed is bound by "
                              "kernel launches; same math; docs/performance.md). Single-process runs only")
