@@ -44,6 +44,17 @@ def _add_shifted(dst: Tensor, src: Tensor, shift: int, dim: int) -> None:
         dst.narrow(dim, -shift, n + shift).add_(src.narrow(dim, 0, n + shift))
 
 
+def _sum_taps(src: Tensor, dst: Tensor, tap_dim: int, shift_dim: int) -> None:
+    """Each output phase p along ``tap_dim``: dst[p] = src[tap k0] + src[tap k1] shifted along ``shift_dim``.
+
+    ``shift_dim`` counts the dimensions left once ``tap_dim`` is selected (it must come before it).
+    """
+    for phase, ((k0, _), (k1, shift)) in _TAPS.items():
+        d = dst.select(tap_dim, phase)
+        d.copy_(src.select(tap_dim, k0))
+        _add_shifted(d, src.select(tap_dim, k1), shift, shift_dim)
+
+
 def conv_transpose_s2(x: Tensor, w: Tensor) -> Tensor:
     """``F.conv_transpose2d(x, w, stride=2, padding=1)`` for a (Cin, Cout, 4, 4) kernel, as a product and an overlap-add.
 
@@ -54,14 +65,10 @@ def conv_transpose_s2(x: Tensor, w: Tensor) -> Tensor:
     y = x.permute(0, 2, 3, 1).reshape(-1, cin) @ w.permute(0, 2, 3, 1).reshape(cin, 16 * cout)  # (B*H*W, 16 Cout)
     y = y.view(b, h, wd, 4, 4, cout).permute(0, 1, 3, 2, 4, 5)  # (B, H, k_row, W, k_col, Cout)
     cols = y.new_empty(b, h, 4, wd, 2, cout)  # column taps summed: (B, H, k_row, W, phase) = (B, H, k_row, 2W)
-    for phase, ((k0, _), (k1, shift)) in _TAPS.items():
-        cols[:, :, :, :, phase] = y[:, :, :, :, k0]
-        _add_shifted(cols[:, :, :, :, phase], y[:, :, :, :, k1], shift, dim=3)
+    _sum_taps(y, cols, tap_dim=4, shift_dim=3)
     cols = cols.view(b, h, 4, 2 * wd, cout)
     out = y.new_empty(b, h, 2, 2 * wd, cout)  # row taps summed: (B, H, phase, 2W) = (B, 2H, 2W)
-    for phase, ((k0, _), (k1, shift)) in _TAPS.items():
-        out[:, :, phase] = cols[:, :, k0]
-        _add_shifted(out[:, :, phase], cols[:, :, k1], shift, dim=1)
+    _sum_taps(cols, out, tap_dim=2, shift_dim=1)
     out = out.view(b, 2 * h, 2 * wd, cout).permute(0, 3, 1, 2)  # (B, Cout, 2H, 2W), channels-last memory
     return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
@@ -109,20 +116,22 @@ def _like(grad: Tensor, x: Tensor) -> Tensor:
     return grad.contiguous(memory_format=fmt)
 
 
-def _use_product_form(x: Tensor, w: Tensor, image_channels: int) -> bool:
-    return (image_channels <= MAX_CHANNELS and x.device.type == "cpu" and x.dtype == w.dtype == torch.float32
+def _use_product_form(x: Tensor, w: Tensor) -> bool:
+    """The product form for CPU fp32 without autocast, when w's second dimension (the image's channels:
+    (Cin, C, 4, 4) for the generator, (Cout, C, 4, 4) for the encoder) is at most MAX_CHANNELS."""
+    return (w.shape[1] <= MAX_CHANNELS and x.device.type == "cpu" and x.dtype == w.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu"))
 
 
 def to_image(x: Tensor, w: Tensor) -> Tensor:
     """The generator's last layer, ``F.conv_transpose2d(x, w, stride=2, padding=1)``; w (Cin, C, 4, 4)."""
-    if _use_product_form(x, w, w.shape[1]):
+    if _use_product_form(x, w):
         return _ToImage.apply(x, w)
     return F.conv_transpose2d(x, w, stride=2, padding=1)
 
 
 def from_image(x: Tensor, w: Tensor) -> Tensor:
     """The encoder's first layer, ``F.conv2d(x, w, stride=2, padding=1)``; w (Cout, C, 4, 4)."""
-    if _use_product_form(x, w, w.shape[1]):
+    if _use_product_form(x, w):
         return _FromImage.apply(x, w)
     return F.conv2d(x, w, stride=2, padding=1)
