@@ -295,3 +295,40 @@ def test_generator_updates_of_one_batch_share_the_frozen_codes_exactly():
     assert len(calls) == n + 2
     model.generator_loss(x.clone())  # another batch
     assert len(calls) == n + 4
+
+
+@pytest.mark.parametrize("game", [
+    dict(),  # the paper's: e(x) and e(g(z)) share the encoder's head in the encoder phase
+    dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0),  # the presets': also g(z) and g(e(x))
+])
+def test_passes_sharing_end_layer_products_change_no_loss_gradient_or_statistic(game, monkeypatch):
+    """A phase's two passes through a net take its end layer's matrix product together (forward_two): the
+    losses, gradients and running statistics are those of separate passes, and --compile turns it off."""
+    import copy
+
+    stacked = make_model(**game)
+    separate = copy.deepcopy(stacked)
+    monkeypatch.setattr(separate, "_stacks_end_products", lambda: False)
+    used = []
+    for net in (stacked.encoder, stacked.generator):
+        monkeypatch.setattr(net, "forward_two", lambda *a, _f=net.forward_two, **k: used.append(1) or _f(*a, **k))
+    x = batch()
+    for loss_name, net_name in (("encoder_loss", "encoder"), ("generator_loss", "generator")):
+        results = []
+        for model in (stacked, separate):
+            torch.manual_seed(1)
+            loss, logs = getattr(model, loss_name)(x)
+            net = getattr(model, net_name)
+            results.append((loss, torch.autograd.grad(loss, list(net.parameters())), buffers(model)))
+        (loss_a, grads_a, buf_a), (loss_b, grads_b, buf_b) = results
+        torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+        for ga, gb in zip(grads_a, grads_b):
+            torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5 * float(gb.abs().max()) + 1e-8)
+        assert buf_a.keys() == buf_b.keys()
+        for k in buf_b:
+            torch.testing.assert_close(buf_a[k], buf_b[k], rtol=1e-5, atol=1e-6)
+    assert len(used) == (2 if game else 1)  # the encoder phase, and the generator's when it has the image term
+    stacked.compiled = True  # what the trainer sets for --compile
+    stacked.encoder_loss(x)
+    stacked.generator_loss(x)
+    assert len(used) == (2 if game else 1)

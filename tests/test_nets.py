@@ -93,3 +93,53 @@ def test_matmul_forms_of_the_end_layers_equal_the_convolutions(size, channels_la
     w_out = torch.autograd.grad(code.sum(), enc.head.weight)[0]
     w_ref = torch.autograd.grad(ref_code.sum(), enc.head.weight)[0]
     torch.testing.assert_close(w_out, w_ref, rtol=1e-4, atol=1e-5)
+
+
+def _grads(loss: torch.Tensor, module: nn.Module) -> dict[str, torch.Tensor]:
+    names = [n for n, p in module.named_parameters()]
+    return dict(zip(names, torch.autograd.grad(loss, list(module.parameters()))))
+
+
+def _assert_same_sums(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Equal to float tolerance relative to each tensor's scale (sums over batches, taken in another order)."""
+    assert a.keys() == b.keys()
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5 * float(b[k].abs().max()) + 1e-7)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_forward_two_equals_two_forwards(channels_last):
+    """Stacking two batches for the end layers' products changes nothing: outputs, weight gradients and
+    running statistics equal two separate calls (batch norm normalises each batch on its own)."""
+    from agelab.models.age import frozen_bn_stats
+
+    def nets():
+        torch.manual_seed(0)
+        gen, enc = DCGANGenerator(8, 3, 32, 8), DCGANEncoder(8, 3, 32, 8)
+        if channels_last:
+            gen, enc = gen.to(memory_format=torch.channels_last), enc.to(memory_format=torch.channels_last)
+        return gen, enc
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    z1, z2 = torch.randn(5, 8), torch.randn(3, 8)  # batches of different sizes: the split must follow them
+    x1 = torch.randn(5, 3, 32, 32).contiguous(memory_format=fmt)
+    x2 = torch.randn(3, 3, 32, 32).contiguous(memory_format=fmt)
+    (gen_a, enc_a), (gen_b, enc_b) = nets(), nets()
+
+    a1, a2 = gen_a.forward_two(z1, z2)
+    b1, b2 = gen_b(z1), gen_b(z2)
+    for a, b in ((a1, b1), (a2, b2)):
+        assert a.shape == b.shape and a.is_contiguous(memory_format=torch.channels_last) == channels_last
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _assert_same_sums(_grads(a1.square().sum() + (a2 - 0.3).abs().sum(), gen_a),
+                      _grads(b1.square().sum() + (b2 - 0.3).abs().sum(), gen_b))
+    _assert_same_sums(gen_a.state_dict(), gen_b.state_dict())  # running statistics: z1's batch, then z2's
+
+    c1, c2 = enc_a.forward_two(x1, x2, second=frozen_bn_stats(enc_a))
+    d1 = enc_b(x1)
+    with frozen_bn_stats(enc_b):
+        d2 = enc_b(x2)
+    torch.testing.assert_close(c1, d1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c2, d2, rtol=1e-5, atol=1e-5)
+    _assert_same_sums(_grads(c1.square().sum() - c2.sum(), enc_a), _grads(d1.square().sum() - d2.sum(), enc_b))
+    _assert_same_sums(enc_a.state_dict(), enc_b.state_dict())  # x2's pass left the running statistics alone

@@ -296,6 +296,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     if cfg.compile:  # in place: parameter names, state_dict keys and checkpoints stay as they are
         for phase in model.phases():  # AGE: encoder and generator
             phase.module.compile()
+        model.compiled = True  # the compiled code runs through forward only
     phases = model.phases()
     # Adam: on CPU the fused kernel (one vectorised pass over each tensor: ~10% of an iteration
     # less than foreach, docs/performance.md); on CUDA foreach, capturable for --cuda-graphs.

@@ -111,6 +111,8 @@ class AGE(nn.Module):
         self.shard: Shard | None = None
         # (x, c, encoder state, e(x | c)) of the last generator update: see _frozen_code.
         self._code_cache: tuple | None = None
+        # Set by the trainer for --compile: the nets then run only through forward (_stacks_end_products).
+        self.compiled = False
         self.build(cfg)
 
     has_encoder = True  # False for models without e (the DCGAN baseline): no reconstructions or probes
@@ -221,9 +223,7 @@ class AGE(nn.Module):
         with torch.no_grad():
             z = self.batch_latent(b)  # (B, M)
             x_fake = self.decode(z, c)  # (B, C, S, S)
-        z_real = self.encode(x, c)  # (B, M)
-        with frozen_bn_stats(self.encoder):  # running statistics from real images only
-            z_fake = self.encode(x_fake, c)  # (B, M)
+        z_real, z_fake = self._encode_real_and_fake(x, x_fake, c)  # (B, M) each
         kl_real, kl_fake = self.divergence(z_real), self.divergence(z_fake)
         loss = kl_real - kl_fake
         logs = {"kl_real": kl_real.detach(), "kl_fake": kl_fake.detach()}
@@ -243,8 +243,12 @@ class AGE(nn.Module):
         x, c = self.split_batch(batch)
         _, lam, _, gen_x = self._weights()
         z = self.batch_latent(x.shape[0])  # (B, M)
+        if gen_x > 0:  # g on z and on e(x), a constant for the generator
+            x_fake, x_rec = self._decode_two(z, self._frozen_code(x, c), c)  # (B, C, S, S) each
+        else:
+            x_fake = self.decode(z, c)  # (B, C, S, S)
         with frozen_bn_stats(self.encoder):
-            z_fake = self.encode(self.decode(z, c), c)  # (B, M)
+            z_fake = self.encode(x_fake, c)  # (B, M)
         kl_fake = self.divergence(z_fake)
         loss = kl_fake
         logs = {"kl_fake": kl_fake.detach()}
@@ -253,12 +257,37 @@ class AGE(nn.Module):
             loss = loss + 0.5 * lam * rec_z
             logs["rec_z"] = rec_z.detach()
         if gen_x > 0:
-            z_real = self._frozen_code(x, c)  # (B, M), a constant for the generator
-            rec_x = F.l1_loss(self.decode(z_real, c), x)
+            rec_x = F.l1_loss(x_rec, x)
             loss = loss + gen_x * rec_x
             logs["rec_x"] = rec_x.detach()
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def _stacks_end_products(self) -> bool:
+        """Whether a phase's two passes through a net may share its end layer's matrix product.
+
+        Only for the nets that offer ``forward_two`` (the DCGAN pair), through this class's own
+        encode/decode (a subclass that conditions them keeps its own passes), and not for nets
+        compiled with ``--compile``, whose compiled code runs only through ``forward``.
+        """
+        return (not self.compiled and type(self).encode is AGE.encode and type(self).decode is AGE.decode)
+
+    def _encode_real_and_fake(self, x: Tensor, x_fake: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(e(x | c), e(x_fake | c)) of the encoder phase; the pass on x_fake leaves batch norm's running
+        statistics alone (they are accumulated from real images only)."""
+        if self._stacks_end_products() and hasattr(self.encoder, "forward_two"):
+            raw_real, raw_fake = self.encoder.forward_two(x, x_fake, second=frozen_bn_stats(self.encoder))
+            return self.prior.project(raw_real), self.prior.project(raw_fake)
+        z_real = self.encode(x, c)
+        with frozen_bn_stats(self.encoder):
+            z_fake = self.encode(x_fake, c)
+        return z_real, z_fake
+
+    def _decode_two(self, z1: Tensor, z2: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(g(z1 | c), g(z2 | c)), z1's batch first (batch norm's running statistics see them in this order)."""
+        if self._stacks_end_products() and hasattr(self.generator, "forward_two"):
+            return self.generator.forward_two(z1, z2)
+        return self.decode(z1, c), self.decode(z2, c)
 
     def _frozen_code(self, x: Tensor, c: Tensor | None) -> Tensor:
         """e(x | c) without a graph, computed once for the generator updates that share a batch.

@@ -13,6 +13,7 @@ power-of-two image size >= 16 and any channel count. For size S there are
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -61,21 +62,41 @@ class DCGANGenerator(nn.Module):
         dcgan_init_(self)
 
     def forward(self, z: Tensor) -> Tensor:
-        # The first layer, a 4x4 transposed convolution of a 1x1 input, is a matrix product:
-        # h[b, c, i, j] = sum_m z[b, m] W[m, c, i, j]. As one (B, M) x (M, 16 ch) product it is
-        # the same math and 2x faster on CPU than oneDNN's transposed convolution (docs/performance.md).
-        # The product is taken in the weight's memory order, so neither W nor h is copied:
-        # channels-last weights (M, 4, 4, ch in memory) give channels-last activations.
+        return self._rest(self._first_layer(z))  # (B, C, S, S)
+
+    def forward_two(self, z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+        """(g(z1), g(z2)) with the first layer's two matrix products taken as one, on the stacked codes.
+
+        The same math as two calls: batch norm still normalises each batch with its own
+        statistics (z1's batch first, as in two calls). A generator update runs g on z and
+        on e(x); one (2B, M) x (M, 16 ch) product instead of two (B, M) ones saves a product
+        in the forward and one in the weight gradient (docs/performance.md).
+        """
+        b1, b2 = z1.shape[0], z2.shape[0]
+        h = self._first_layer(torch.cat([z1.reshape(b1, -1), z2.reshape(b2, -1)]))  # (B1 + B2, ch, 4, 4)
+        return self._rest(h[:b1]), self._rest(h[b1:])  # batch slices keep h's memory layout
+
+    def _first_layer(self, z: Tensor) -> Tensor:
+        """(B, M) -> (B, ch, 4, 4), before batch norm.
+
+        A 4x4 transposed convolution of a 1x1 input is a matrix product:
+        h[b, c, i, j] = sum_m z[b, m] W[m, c, i, j]. As one (B, M) x (M, 16 ch) product it is
+        the same math and 2x faster on CPU than oneDNN's transposed convolution (docs/performance.md).
+        The product is taken in the weight's memory order, so neither W nor h is copied:
+        channels-last weights (M, 4, 4, ch in memory) give channels-last activations.
+        """
         w = self.net[0].weight  # (M, ch, 4, 4)
         b, ch = z.shape[0], w.shape[1]
         z = z.reshape(b, self.latent_dim).to(w.dtype)
         if w.is_contiguous(memory_format=torch.channels_last):
-            h = (z @ w.permute(0, 2, 3, 1).reshape(self.latent_dim, -1)).view(b, 4, 4, ch).permute(0, 3, 1, 2)
-        else:
-            h = (z @ w.reshape(self.latent_dim, -1)).view(b, ch, 4, 4)  # (B, ch, 4, 4)
+            return (z @ w.permute(0, 2, 3, 1).reshape(self.latent_dim, -1)).view(b, 4, 4, ch).permute(0, 3, 1, 2)
+        return (z @ w.reshape(self.latent_dim, -1)).view(b, ch, 4, 4)
+
+    def _rest(self, h: Tensor) -> Tensor:
+        """(B, ch, 4, 4) before the first batch norm -> image (B, C, S, S)."""
         h = self.net[1:-2](h)  # (B, w, S/2, S/2)
         # The last layer (w -> C image channels) as a matrix product and an overlap-add on CPU (narrow.py).
-        return torch.tanh(to_image(h, self.net[-2].weight))  # (B, C, S, S)
+        return torch.tanh(to_image(h, self.net[-2].weight))
 
 
 class DCGANEncoder(nn.Module):
@@ -94,13 +115,38 @@ class DCGANEncoder(nn.Module):
         dcgan_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._head(self._features(x))  # (B, M)
+
+    def forward_two(self, x1: Tensor, x2: Tensor, second: AbstractContextManager | None = None) -> tuple[Tensor, Tensor]:
+        """(e(x1), e(x2)) with the head's two matrix products taken as one, on the stacked feature maps.
+
+        The same math as two calls. The features of x2 are computed inside the context manager
+        ``second`` (the encoder phase passes ``frozen_bn_stats`` there, so that generated images
+        leave batch norm's running statistics alone). Saves a product in the forward, the input
+        gradient and the weight gradient of the head (docs/performance.md).
+        """
+        h1 = self._features(x1)
+        with second or nullcontext():
+            h2 = self._features(x2)
+        out = self._head(h1, h2)  # (B1 + B2, M)
+        return out[: x1.shape[0]], out[x1.shape[0] :]
+
+    def _features(self, x: Tensor) -> Tensor:
+        """(B, C, S, S) -> (B, w*2^(n-1), 4, 4)."""
         # The first layer's input gradient runs as a matrix product and an overlap-add on CPU (narrow.py).
-        first = self.features[0]
-        h = self.features[1:](from_image(x, first.weight))  # (B, w*2^(n-1), 4, 4)
-        # The head, a 4x4 convolution of a 4x4 map, is a matrix product over the flattened map:
-        # the same math, and on CPU 4x faster than the convolution (docs/performance.md). It is
-        # taken in the memory order of h and the weight, so that neither is copied.
+        return self.features[1:](from_image(x, self.features[0].weight))
+
+    def _head(self, *hs: Tensor) -> Tensor:
+        """The head on the feature maps of one or more batches (stacked): (B1 + B2 + ..., M).
+
+        A 4x4 convolution of a 4x4 map is a matrix product over the flattened map: the same
+        math, and on CPU 4x faster than the convolution (docs/performance.md). It is taken in
+        the memory order of the maps and the weight, so that neither is copied.
+        """
         w = self.head.weight  # (M, ch, 4, 4)
-        if h.is_contiguous(memory_format=torch.channels_last) and w.is_contiguous(memory_format=torch.channels_last):
-            return F.linear(h.permute(0, 2, 3, 1).flatten(1), w.permute(0, 2, 3, 1).flatten(1), self.head.bias)
-        return F.linear(h.flatten(1), w.flatten(1), self.head.bias)  # (B, M)
+        if w.is_contiguous(memory_format=torch.channels_last) and all(
+                h.is_contiguous(memory_format=torch.channels_last) for h in hs):
+            rows, wm = [h.permute(0, 2, 3, 1).flatten(1) for h in hs], w.permute(0, 2, 3, 1).flatten(1)
+        else:
+            rows, wm = [h.flatten(1) for h in hs], w.flatten(1)
+        return F.linear(rows[0] if len(rows) == 1 else torch.cat(rows), wm, self.head.bias)
