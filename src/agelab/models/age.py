@@ -268,8 +268,8 @@ class AGE(nn.Module):
 
         Only for the nets that offer ``forward_two`` (the DCGAN pair), through this class's own
         encode/decode (a subclass that conditions them keeps its own passes), and not for nets
-        compiled with ``--compile``, whose compiled code runs only through ``forward``. Like
-        ``--compile``, ``forward_two`` bypasses the nets' own ``__call__``: forward hooks on the
+        compiled with ``--compile``, whose compiled code runs only through ``forward``.
+        ``forward_two`` bypasses the nets' own ``__call__``: forward hooks on the
         encoder or generator module itself do not see these passes (hooks on their layers do).
         """
         return (not self.compiled and type(self).encode is AGE.encode and type(self).decode is AGE.decode)
