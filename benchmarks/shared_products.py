@@ -42,7 +42,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(cfg, 3).to(memory_format=torch.channels_last)
         if not shared:
-            model._stacks_end_products = lambda: False  # every pass on its own, as before forward_two
+            model._stacks_end_products = lambda net: False  # every pass on its own, as before forward_two
         model.train()
         phases = model.phases()
         opts = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)

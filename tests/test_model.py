@@ -308,7 +308,7 @@ def test_passes_sharing_end_layer_products_change_no_loss_gradient_or_statistic(
 
     stacked = make_model(**game)
     separate = copy.deepcopy(stacked)
-    monkeypatch.setattr(separate, "_stacks_end_products", lambda: False)
+    monkeypatch.setattr(separate, "_stacks_end_products", lambda net: False)
     used = []
     for net in (stacked.encoder, stacked.generator):
         monkeypatch.setattr(net, "forward_two", lambda *a, _f=net.forward_two, **k: used.append(1) or _f(*a, **k))

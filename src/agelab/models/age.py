@@ -263,8 +263,8 @@ class AGE(nn.Module):
         logs["loss"] = loss.detach()
         return loss, logs
 
-    def _stacks_end_products(self) -> bool:
-        """Whether a phase's two passes through a net may share its end layer's matrix product.
+    def _stacks_end_products(self, net: nn.Module) -> bool:
+        """Whether a phase's two passes through ``net`` may share its end layer's matrix product.
 
         Only for the nets that offer ``forward_two`` (the DCGAN pair), through this class's own
         encode/decode (a subclass that conditions them keeps its own passes), and not for nets
@@ -272,12 +272,13 @@ class AGE(nn.Module):
         ``forward_two`` bypasses the nets' own ``__call__``: forward hooks on the
         encoder or generator module itself do not see these passes (hooks on their layers do).
         """
-        return (not self.compiled and type(self).encode is AGE.encode and type(self).decode is AGE.decode)
+        return (hasattr(net, "forward_two") and not self.compiled and type(self).encode is AGE.encode
+                and type(self).decode is AGE.decode)
 
     def _encode_real_and_fake(self, x: Tensor, x_fake: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(e(x | c), e(x_fake | c)) of the encoder phase; the pass on x_fake leaves batch norm's running
         statistics alone (they are accumulated from real images only)."""
-        if self._stacks_end_products() and hasattr(self.encoder, "forward_two"):
+        if self._stacks_end_products(self.encoder):
             raw_real, raw_fake = self.encoder.forward_two(x, x_fake, second=frozen_bn_stats(self.encoder))
             return self.prior.project(raw_real), self.prior.project(raw_fake)
         z_real = self.encode(x, c)
@@ -287,7 +288,7 @@ class AGE(nn.Module):
 
     def _decode_two(self, z1: Tensor, z2: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(g(z1 | c), g(z2 | c)), z1's batch first (batch norm's running statistics see them in this order)."""
-        if self._stacks_end_products() and hasattr(self.generator, "forward_two"):
+        if self._stacks_end_products(self.generator):
             return self.generator.forward_two(z1, z2)
         return self.decode(z1, c), self.decode(z2, c)
 
