@@ -70,11 +70,14 @@ class DCGANGenerator(nn.Module):
         The same math as two calls: batch norm still normalises each batch with its own
         statistics (z1's batch first, as in two calls). A generator update runs g on z and
         on e(x); one (2B, M) x (M, 16 ch) product instead of two (B, M) ones saves a product
-        in the forward and one in the weight gradient (docs/performance.md).
+        in the forward and one in the weight gradient (docs/performance.md). The halves are
+        taken with ``split``, whose backward concatenates their gradients; indexing (``h[:b1]``)
+        would make each half's backward a zero-filled full-size tensor, added afterwards.
         """
         b1, b2 = z1.shape[0], z2.shape[0]
         h = self._first_layer(torch.cat([z1.reshape(b1, -1), z2.reshape(b2, -1)]))  # (B1 + B2, ch, 4, 4)
-        return self._rest(h[:b1]), self._rest(h[b1:])  # batch slices keep h's memory layout
+        h1, h2 = h.split([b1, b2])  # batch slices keep h's memory layout
+        return self._rest(h1), self._rest(h2)
 
     def _first_layer(self, z: Tensor) -> Tensor:
         """(B, M) -> (B, ch, 4, 4), before batch norm.
@@ -129,7 +132,7 @@ class DCGANEncoder(nn.Module):
         with second or nullcontext():
             h2 = self._features(x2)
         out = self._head(h1, h2)  # (B1 + B2, M)
-        return out[: x1.shape[0]], out[x1.shape[0] :]
+        return tuple(out.split([h1.shape[0], h2.shape[0]]))
 
     def _features(self, x: Tensor) -> Tensor:
         """(B, C, S, S) -> (B, w*2^(n-1), 4, 4)."""
