@@ -178,6 +178,24 @@ def load_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return model_config, weights
 
 
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each of ``optimizer``'s state tensors its parameter's memory layout; call after ``load_state_dict``.
+
+    A loaded state tensor keeps the strides it was saved with, so after a resume that changes
+    ``--channels-last`` Adam's moments would be channels-last beside contiguous parameters, or
+    the other way round. torch's fused CPU Adam (agelab's default on CPU) then pairs the
+    wrong elements without any error: the weights went 1e-3 astray within 4 steps in a test
+    where the layout change alone moves them 3e-8 (tests/test_trainer.py). The values are
+    kept; only their order in memory changes.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)  # p's strides (dense p: preserve_format)
+
+
 def load_state(path: Path) -> dict:
     """Verified training state (optimisers, step, RNG). Never unpickles code objects."""
     verify_checkpoint(path)

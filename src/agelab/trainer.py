@@ -319,6 +319,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             model.load_state_dict(weights)
             for name, opt in optimizers.items():
                 opt.load_state_dict(st["optimizers"][name])
+                ckpt.match_state_layouts(opt)  # the checkpoint may come from a run with the other --channels-last
                 for group in opt.param_groups:  # this run's implementation, whatever wrote the checkpoint
                     group.update({k: opt.defaults[k] for k in ("foreach", "fused") if k in opt.defaults})
             set_capturable(optimizers.values(), cfg.cuda_graphs)
