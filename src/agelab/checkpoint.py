@@ -184,9 +184,9 @@ def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
     A loaded state tensor keeps the strides it was saved with, so after a resume that changes
     ``--channels-last`` Adam's moments would be channels-last beside contiguous parameters, or
     the other way round. torch's fused CPU Adam (agelab's default on CPU) then pairs the
-    wrong elements without any error: the weights went 1e-3 astray within 4 steps in a test
-    where the layout change alone moves them 3e-8 (tests/test_trainer.py). The values are
-    kept; only their order in memory changes.
+    wrong elements without any error: the weights went about 1.4e-3 astray within 4 iterations
+    in a test where the layout change alone moves them 3e-8 (tests/test_trainer.py). The values
+    are kept; only their order in memory changes.
     """
     for group in optimizer.param_groups:
         for p in group["params"]:
