@@ -178,17 +178,21 @@ def load_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return model_config, weights
 
 
-def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each of ``optimizer``'s state tensors its parameter's memory layout; call after ``load_state_dict``.
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """``optimizer.load_state_dict(state_dict)``, then this run's choices where the saved state differs.
 
-    A loaded state tensor keeps the strides it was saved with, so after a resume that changes
-    ``--channels-last`` Adam's moments would be channels-last beside contiguous parameters, or
-    the other way round. torch's fused CPU Adam (agelab's default on CPU) then pairs the
-    wrong elements without any error: the weights went about 1.4e-3 astray within 4 iterations
-    in a test where the layout change alone moves them 3e-8 (tests/test_trainer.py). The values
-    are kept; only their order in memory changes.
+    - The implementation (``foreach``/``fused``) stays this optimiser's, whatever wrote the state.
+    - Each state tensor gets its parameter's memory layout. A loaded tensor keeps the strides it
+      was saved with, so after a resume that changes ``--channels-last`` Adam's moments would be
+      channels-last beside contiguous parameters, or the other way round. torch's fused CPU Adam
+      (agelab's default on CPU) then pairs the wrong elements without any error: the weights
+      went about 1.4e-3 astray within 4 iterations in a test where the layout change alone moves
+      them 3e-8 (tests/test_trainer.py). The values are kept; only their order in memory changes.
     """
+    defaults = {k: optimizer.defaults[k] for k in ("foreach", "fused") if k in optimizer.defaults}
+    optimizer.load_state_dict(state_dict)
     for group in optimizer.param_groups:
+        group.update(defaults)
         for p in group["params"]:
             st = optimizer.state.get(p, {})
             for k, v in st.items():

@@ -48,7 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from agelab.checkpoint import match_state_layouts
+from agelab.checkpoint import load_optimizer_state
 from agelab.config import ConfigError
 from agelab.errors import first_line
 
@@ -307,8 +307,7 @@ class Shard:
         states = self.broadcast(states)
         if not self.is_writer:
             for name, opt in optimizers.items():
-                opt.load_state_dict(states[name])
-                match_state_layouts(opt)
+                load_optimizer_state(opt, states[name])
         rng = self.broadcast({"torch": torch.get_rng_state(),
                               "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
         torch.set_rng_state(rng["torch"])

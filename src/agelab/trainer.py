@@ -317,11 +317,8 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             raise ckpt.CheckpointError(f"{path}: checkpoint is of another model config than {run_dir}/config.json")
         try:
             model.load_state_dict(weights)
-            for name, opt in optimizers.items():
-                opt.load_state_dict(st["optimizers"][name])
-                ckpt.match_state_layouts(opt)  # the checkpoint may come from a run with the other --channels-last
-                for group in opt.param_groups:  # this run's implementation, whatever wrote the checkpoint
-                    group.update({k: opt.defaults[k] for k in ("foreach", "fused") if k in opt.defaults})
+            for name, opt in optimizers.items():  # in this run's implementation and memory layout
+                ckpt.load_optimizer_state(opt, st["optimizers"][name])
             set_capturable(optimizers.values(), cfg.cuda_graphs)
             _set_rng_state(st["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
