@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from safetensors.torch import load_file
+
+from agelab.checkpoint import list_checkpoints, step_dir_name
 from agelab.config import TrainConfig
 from agelab.cli import main
 
@@ -140,6 +143,13 @@ def fake_mnist(tmp_path):
         write_idx_gz(folder / img_name, images)
         write_idx_gz(folder / lab_name, labels)
     return folder, arrays
+
+
+def checkpoint_weights(run_dir: Path, step: int | None = None) -> dict[str, torch.Tensor]:
+    """The weights in a run's checkpoint at ``step``, or in its last checkpoint."""
+    root = Path(run_dir) / "checkpoints"
+    folder = root / step_dir_name(step) if step is not None else list_checkpoints(root)[-1]
+    return load_file(str(folder / "model.safetensors"))
 
 
 def run_dirs(parent: Path) -> list[Path]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from agelab.config import ConfigError
 from agelab.cuda_graph import set_capturable
 from agelab.runs import read_metrics
 from agelab.trainer import train
+from conftest import checkpoint_weights
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -106,8 +106,7 @@ def test_graph_trains_like_eager(tiny_cfg, monkeypatch, overrides, captures):
     assert graph_losses[-1]["cuda_graph_captures"] == captures
     for k in ("enc/loss", "gen/loss", "enc/kl_real", "gen/kl_fake"):
         assert graph_losses[-1][k] == pytest.approx(eager_losses[-1][k], rel=1e-2, abs=1e-3), k
-    we = load_file(str(eager / "checkpoints" / "step-0000010" / "model.safetensors"))
-    wg = load_file(str(graph / "checkpoints" / "step-0000010" / "model.safetensors"))
+    we, wg = checkpoint_weights(eager, 10), checkpoint_weights(graph, 10)
     assert max((we[k].float() - wg[k].float()).abs().max().item() for k in we) < 1e-2
 
 

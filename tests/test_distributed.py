@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from safetensors.torch import load_file
 
 from agelab import distributed as agedist
 from agelab.config import ConfigError, TrainConfig
@@ -26,7 +25,7 @@ from agelab.data import load_dataset, to_float
 from agelab.distributed import Shard, local_batch_size, use_global_batch_norm
 from agelab.runs import read_metrics, read_status
 from agelab.trainer import BatchOrder, build_model, train
-from conftest import invoke, run_dirs, tiny_config
+from conftest import checkpoint_weights, invoke, run_dirs, tiny_config
 
 WORLD = 2
 DIVERGENCES = ("gaussian", "knn")
@@ -159,8 +158,7 @@ def test_two_process_training_equals_one_process_and_writes_one_run_folder(two_p
     single = train(_train_config(tmp_path / "runs-1p", iterations=6), progress=False)
     assert not dist.is_initialized()  # a single-process run never joins a process group
     for step in (4, 6):  # the 2-process run's checkpoint 4 (before the resume) and 6 (after)
-        name = f"checkpoints/step-{step:07d}/model.safetensors"
-        _assert_close(load_file(run / name), load_file(single / name), rtol=1e-5, atol=1e-5)  # measured: 1.2e-7
+        _assert_close(checkpoint_weights(run, step), checkpoint_weights(single, step), rtol=1e-5, atol=1e-5)  # measured: 1.2e-7
 
     two, one = read_metrics(run), read_metrics(single)
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 7))
@@ -222,19 +220,14 @@ def _compile_with(monkeypatch, backend: str) -> None:
     monkeypatch.setattr(torch.nn.Module, "compile", compile_with_backend)
 
 
-def _final_weights(run: Path) -> dict[str, torch.Tensor]:
-    (last,) = sorted((run / "checkpoints").iterdir())[-1:]
-    return load_file(last / "model.safetensors")
-
-
 def test_compile_flag_trains_the_same_model(monkeypatch, tiny_cfg):
     """--compile traced by dynamo + AOTAutograd (the 'aot_eager' backend: no C++ codegen, seconds not minutes)."""
     eager = train(tiny_cfg(iterations=2, log_every=1), progress=False)
     _compile_with(monkeypatch, "aot_eager")
     compiled = train(tiny_cfg(iterations=2, log_every=1, compile=True), progress=False)
     assert read_status(compiled)["state"] == "finished"
-    _assert_close(_final_weights(compiled), _final_weights(eager), rtol=1e-5, atol=1e-6)
-    assert set(_final_weights(compiled)) == set(_final_weights(eager))  # no _orig_mod. prefixes in checkpoints
+    _assert_close(checkpoint_weights(compiled), checkpoint_weights(eager), rtol=1e-5, atol=1e-6)
+    assert set(checkpoint_weights(compiled)) == set(checkpoint_weights(eager))  # no _orig_mod. prefixes in checkpoints
 
 
 @pytest.mark.slow
@@ -247,7 +240,7 @@ def test_compile_flag_with_inductor(tiny_cfg):
     for a, b in zip(read_metrics(compiled), read_metrics(eager)):
         for k in ("enc/loss", "gen/loss"):
             assert a[k] == pytest.approx(b[k], rel=1e-4)
-    _assert_close(_final_weights(compiled), _final_weights(eager), rtol=1e-3, atol=1e-4)
+    _assert_close(checkpoint_weights(compiled), checkpoint_weights(eager), rtol=1e-3, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------
@@ -257,7 +250,7 @@ def test_amp_off_is_the_default_and_changes_nothing(tiny_cfg):
     assert TrainConfig().amp == "off" and TrainConfig().compile is False
     default = train(tiny_cfg(iterations=2), progress=False)
     explicit = train(tiny_cfg(iterations=2, amp="off"), progress=False)
-    _assert_close(_final_weights(explicit), _final_weights(default), rtol=0, atol=0)
+    _assert_close(checkpoint_weights(explicit), checkpoint_weights(default), rtol=0, atol=0)
 
 
 def test_divergence_wrapper_is_exact_in_fp32():

@@ -18,13 +18,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from agelab.config import SWAPPED
 from agelab.data import load_dataset, to_float
 from agelab.runs import read_metrics
 from agelab.trainer import BatchOrder, build_model, train
-from conftest import tiny_config
+from conftest import checkpoint_weights, tiny_config
 
 ITERATIONS = 6
 
@@ -102,7 +101,7 @@ def test_agelab_train_matches_a_straightforward_loop(tmp_path, game):
                       ckpt_every=ITERATIONS, **(SWAPPED if game == "swapped" else {}))
     assert cfg.channels_last  # the fast path is the default
     run = train(cfg, progress=False)
-    fast = load_file(str(run / "checkpoints" / f"step-{ITERATIONS:07d}" / "model.safetensors"))
+    fast = checkpoint_weights(run, ITERATIONS)
     ref, ref_losses = reference_loop(cfg)
 
     assert set(ref) <= set(fast)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from agelab import trainer
 from agelab.checkpoint import CheckpointError, list_checkpoints
@@ -19,11 +18,7 @@ from agelab.data import DatasetError
 from agelab.models import age
 from agelab.runs import read_metrics, read_status
 from agelab.trainer import BatchOrder, TrainingError, check_resume_config, train
-from conftest import flip_byte, run_dirs
-
-
-def final_weights(run_dir, step):
-    return load_file(str(run_dir / "checkpoints" / f"step-{step:07d}" / "model.safetensors"))
+from conftest import checkpoint_weights, flip_byte, run_dirs
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -106,8 +101,8 @@ def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path):
     assert resumed == run_b
     assert read_status(run_b) | {"time": None} == {"state": "finished", "step": 8, "time": None}
 
-    assert_same_tensors(final_weights(run_a, 8), final_weights(run_b, 8))
-    assert_same_tensors(final_weights(run_a, 6), final_weights(run_b, 6))
+    assert_same_tensors(checkpoint_weights(run_a, 8), checkpoint_weights(run_b, 8))
+    assert_same_tensors(checkpoint_weights(run_a, 6), checkpoint_weights(run_b, 6))
     state_a = torch.load(run_a / "checkpoints/step-0000008/state.pt", weights_only=True)
     state_b = torch.load(run_b / "checkpoints/step-0000008/state.pt", weights_only=True)
     assert torch.equal(state_a["rng"]["torch"], state_b["rng"]["torch"])
@@ -136,7 +131,7 @@ def test_resume_that_changes_channels_last_trains_like_an_uninterrupted_run(tmp_
     run_a = train(tiny_config(tmp_path / "a", channels_last=not before, **common), progress=False)
     run_b = train(tiny_config(tmp_path / "b", channels_last=before, **dict(common, iterations=4)), progress=False)
     train(resume=run_b, overrides={"iterations": 8, "channels_last": not before}, progress=False)
-    a, b = final_weights(run_a, 8), final_weights(run_b, 8)
+    a, b = checkpoint_weights(run_a, 8), checkpoint_weights(run_b, 8)
     worst = max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
     assert worst < 1e-5, worst
 
@@ -247,7 +242,7 @@ def test_non_finite_loss_stops_training_with_failed_status(monkeypatch, tiny_cfg
     assert status["state"] == "failed" and "TrainingError" in status["error"]
     # nothing non-finite was saved: only the initial checkpoint, every rollback went back to it
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-0000000"]
-    assert all(v.isfinite().all() for v in final_weights(run, 0).values())
+    assert all(v.isfinite().all() for v in checkpoint_weights(run, 0).values())
 
 
 def test_sigterm_checkpoints_and_leaves_a_resumable_run(monkeypatch, tiny_cfg):
