@@ -47,8 +47,8 @@ VARIANTS = {
     "agelab-nchw": {"channels_last": False},
     "agelab-no-malloc-tuning": {"malloc_tuning": False},
     "agelab-compile": {"compile": True},
-    "agelab-bf16": {"amp": "bf16"},  # GPU only
-    "agelab-bf16-compile": {"amp": "bf16", "compile": True},  # GPU only
+    "agelab-bf16": {"amp": "bf16"},  # a GPU, or a CPU with native bfloat16 (agelab refuses emulated bf16)
+    "agelab-bf16-compile": {"amp": "bf16", "compile": True},  # likewise
     "agelab-nchw-compile": {"channels_last": False, "compile": True},
     "agelab-graphs": {"cuda_graphs": True},  # GPU only
     "agelab-bf16-graphs": {"amp": "bf16", "cuda_graphs": True},  # GPU only
@@ -250,7 +250,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="measurements per variant (median reported)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--variants", nargs="+", default=["agelab"], choices=list(VARIANTS),
-                    help="agelab configurations to time against the plain loop (bf16 ones need a GPU)")
+                    help="agelab configurations to time against the plain loop (graphs ones need a GPU; bf16 ones a GPU "
+                         "or a CPU with native bfloat16)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--child", dest="variant", help=argparse.SUPPRESS)
     ap.add_argument("--child-preset", help=argparse.SUPPRESS)
