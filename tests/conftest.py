@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from safetensors.torch import load_file
 
 from agelab.checkpoint import list_checkpoints, step_dir_name
