@@ -151,6 +151,13 @@ def checkpoint_weights(run_dir: Path, step: int | None = None) -> dict[str, torc
     return load_file(str(folder / "model.safetensors"))
 
 
+def assert_same_tensors(a: dict, b: dict) -> None:
+    """Bit-identical tensors under the same names."""
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ: {different}"
+
+
 def run_dirs(parent: Path) -> list[Path]:
     """Run folders under ``parent`` (empty if it does not exist)."""
     if not parent.exists():

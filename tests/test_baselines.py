@@ -14,7 +14,7 @@ from agelab.models import BASELINE_MODELS, make_model
 from agelab.models.age import ModelConfig
 from agelab.runs import read_metrics
 from agelab.trainer import train
-from conftest import checkpoint_weights, invoke
+from conftest import assert_same_tensors, checkpoint_weights, invoke
 
 PRIOR = {"dcgan": "sphere", "vae": "gaussian", "ali": "sphere"}
 PHASES = {"dcgan": ["disc", "gen"], "vae": ["vae"], "ali": ["disc", "encgen"]}
@@ -161,8 +161,7 @@ def test_baseline_resume_is_exact(kind, tiny_cfg):
     straight = train(tiny_cfg(model=kind, prior=PRIOR[kind], iterations=6, ckpt_every=3, tag="a"), progress=False)
     first = train(tiny_cfg(model=kind, prior=PRIOR[kind], iterations=3, ckpt_every=3, tag="b"), progress=False)
     resumed = train(resume=first, overrides={"iterations": 6}, progress=False)
-    a, b = checkpoint_weights(straight, 6), checkpoint_weights(resumed, 6)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_tensors(checkpoint_weights(straight, 6), checkpoint_weights(resumed, 6))
 
 
 def test_cli_reconstruct_of_a_dcgan_is_one_clear_line(baseline_run, capsys, tmp_path):

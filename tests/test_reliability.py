@@ -28,7 +28,7 @@ from agelab.cli import main
 from agelab.config import PRESETS, TrainConfig, build_config
 from agelab.runs import create_run_dir, read_metrics, read_status
 from agelab.trainer import TrainingError, train
-from conftest import flip_byte, run_dirs, tiny_config
+from conftest import assert_same_tensors, checkpoint_weights, flip_byte, run_dirs, tiny_config
 
 # what `agelab train` gets in every subprocess here (the digits preset underneath)
 SUB_TINY = {"width": 4, "latent_dim": 4, "batch_size": 8, "sample_every": 100000, "threads": 1}
@@ -53,16 +53,6 @@ def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = 1
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.005)
-
-
-def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint / "model.safetensors"))
-
-
-def assert_same_tensors(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"tensors differ: {different}"
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +88,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path, capsy
 
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0, capsys.readouterr().err
     assert read_status(run)["state"] == "finished" and read_status(run)["step"] == 60
-    assert_same_tensors(weights(run / "checkpoints/step-0000060"), weights(reference / "checkpoints/step-0000060"))
+    assert_same_tensors(checkpoint_weights(run, 60), checkpoint_weights(reference, 60))
     assert not any(p.name.startswith(".tmp-") for p in (run / "checkpoints").iterdir())
     steps = [r["step"] for r in read_metrics(run)]
     assert steps == [r["step"] for r in read_metrics(reference)] == list(range(5, 61, 5))
@@ -120,7 +110,7 @@ def test_resume_clears_what_a_kill_mid_write_leaves(run_copy, trained_run, tmp_p
     assert [r["step"] for r in read_metrics(run_copy)] == [2, 4, 6]
     assert read_status(run_copy)["state"] == "finished"
     reference = train(tiny_config(tmp_path / "reference", iterations=6), progress=False)
-    assert_same_tensors(weights(ckpts / "step-0000006"), weights(reference / "checkpoints/step-0000006"))
+    assert_same_tensors(checkpoint_weights(run_copy, 6), checkpoint_weights(reference, 6))
 
 
 def test_remove_stale_temporaries_spares_live_writers(tmp_path):
@@ -199,8 +189,7 @@ def test_cli_resume_falls_back_to_the_newest_good_checkpoint(damage, run_copy, r
     code = main(["train", "--resume", str(run_copy), "--iterations", "6", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     for step in (4, 6):  # the damaged step 4 was recomputed from step 2, exactly
-        assert_same_tensors(weights(run_copy / f"checkpoints/step-{step:07d}"),
-                            weights(reference_6 / f"checkpoints/step-{step:07d}"))
+        assert_same_tensors(checkpoint_weights(run_copy, step), checkpoint_weights(reference_6, step))
     assert [p.name for p in list_checkpoints(run_copy / "checkpoints")] == ["step-0000004", "step-0000006"]
 
 
@@ -249,7 +238,8 @@ def inject(monkeypatch, when, what: str = "loss") -> dict:
 
 
 def all_checkpoints_finite(run: Path) -> bool:
-    return all(v.isfinite().all() for c in list_checkpoints(run / "checkpoints") for v in weights(c).values())
+    return all(v.isfinite().all() for c in list_checkpoints(run / "checkpoints")
+               for v in load_file(str(c / "model.safetensors")).values())
 
 
 def test_nan_loss_rolls_back_with_halved_learning_rate_and_finishes(monkeypatch, tiny_cfg, capsys):

@@ -18,13 +18,7 @@ from agelab.data import DatasetError
 from agelab.models import age
 from agelab.runs import read_metrics, read_status
 from agelab.trainer import BatchOrder, TrainingError, check_resume_config, train
-from conftest import checkpoint_weights, flip_byte, run_dirs
-
-
-def assert_same_tensors(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"tensors differ: {different}"
+from conftest import assert_same_tensors, checkpoint_weights, flip_byte, run_dirs, tiny_config
 
 
 # ---------------------------------------------------------------------------
@@ -91,8 +85,6 @@ def test_learning_rate_halving_is_logged(tiny_cfg):
 # exact resume
 # ---------------------------------------------------------------------------
 def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path):
-    from conftest import tiny_config
-
     common = dict(iterations=8, log_every=3, ckpt_every=2, seed=3)
     run_a = train(tiny_config(tmp_path / "a", **common), progress=False)
     run_b = train(tiny_config(tmp_path / "b", **dict(common, iterations=4)), progress=False)
@@ -125,8 +117,6 @@ def test_resume_that_changes_channels_last_trains_like_an_uninterrupted_run(tmp_
     # and torch's fused CPU Adam silently mismatches moments and weights of different layouts:
     # without the fix the weights differ by about 1e-3 after 4 more iterations, while the layout
     # change alone (the same run, each layout throughout) moves them by about 3e-8.
-    from conftest import tiny_config
-
     common = dict(iterations=8, log_every=4, ckpt_every=4, seed=3)
     run_a = train(tiny_config(tmp_path / "a", channels_last=not before, **common), progress=False)
     run_b = train(tiny_config(tmp_path / "b", channels_last=before, **dict(common, iterations=4)), progress=False)
