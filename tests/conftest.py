@@ -151,6 +151,29 @@ def checkpoint_weights(run_dir: Path, step: int | None = None) -> dict[str, torc
     return load_file(str(folder / "model.safetensors"))
 
 
+# Tolerance of relative_update_error between two code paths that compute the same training on a
+# CPU: rounding gives a few 1e-6, a batch out of order 0.1-0.4 (tests/test_equivalence.py says why
+# a relative norm and not the largest difference of one element).
+UPDATE_RTOL = 5e-3
+
+
+def relative_update_error(weights: dict, reference: dict, initial: dict) -> float:
+    """norm(weights - reference) / norm(reference - initial) over the floating-point tensors of ``initial``.
+
+    Two correct implementations of the same training part by float rounding, which the game and
+    Adam amplify over iterations one element at a time (an element whose gradient is near zero may
+    flip its step); the norm of the whole difference relative to the training update stays at the
+    rounding level on any CPU, while a wrong gradient, batch or optimiser state moves it by the
+    update's own scale.
+    """
+    keys = [k for k, v in initial.items() if v.is_floating_point()]
+    assert keys and set(keys) <= set(weights) and set(keys) <= set(reference)
+    diff = sum((weights[k].double() - reference[k].double()).pow(2).sum().item() for k in keys)
+    update = sum((reference[k].double() - initial[k].double()).pow(2).sum().item() for k in keys)
+    assert update > 0, "the reference did not move from the initial weights"
+    return (diff / update) ** 0.5
+
+
 def assert_same_tensors(a: dict, b: dict) -> None:
     """Bit-identical tensors under the same names."""
     assert a.keys() == b.keys()
