@@ -418,6 +418,13 @@ def image_folder(tmp: Path, name: str, data: bytes | None) -> Path:
     return folder
 
 
+def dangling_link_folder(tmp: Path) -> Path:
+    """A folder of one good image and a symbolic link to a file that does not exist."""
+    folder = image_folder(tmp, "unused.txt", None)
+    (folder / "broken.png").symlink_to(tmp / "gone.png")
+    return folder
+
+
 def _run_with(ctx: Ctx, how) -> Path:
     return damage_all(ctx.run, how)
 
@@ -464,6 +471,8 @@ API_CASES = {
                              DatasetError, "bad.png"),
     "folder-decompression-bomb": (lambda c: load_image_folder(image_folder(
         c.tmp, "bomb.png", _png_header(100000, 100000)), 16, strict=True), DatasetError, "bomb.png.*DecompressionBomb"),
+    "folder-dangling-symlink": (lambda c: load_image_folder(dangling_link_folder(c.tmp), 16, strict=True),
+                                DatasetError, "broken.png.*dangling symbolic link"),
     "folder-size-zero": (lambda c: load_image_folder(image_folder(c.tmp, "x.png", None), 0), ValueError, "size"),
     "folder-missing": (lambda c: load_image_folder(c.tmp / "missing", 16), DatasetError, "does not exist"),
     "folder-is-a-zero-byte-file": (lambda c: load_image_folder(c.zero(), 16), DatasetError, "not a folder"),
@@ -487,6 +496,18 @@ def test_decompression_bomb_is_skipped_with_a_warning_when_not_strict(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 unreadable.*bomb.png.*DecompressionBomb"):
         data = load_image_folder(folder, 16)
     assert data.images.shape == (1, 1, 16, 16)
+
+
+def test_dangling_symlink_is_skipped_with_a_warning_when_not_strict(tmp_path, capsys):
+    folder = dangling_link_folder(tmp_path)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image file.*of 2.*broken.png.*dangling symbolic link"):
+        data = load_image_folder(folder, 16)
+    assert data.images.shape == (1, 1, 16, 16)
+    # `agelab train` on such a tree: the same counted warning as one line, then the usual errors for too few images
+    code, _, err = invoke(["train", "--dataset", "folder", "--data-root", folder, "--out-dir", tmp_path / "runs",
+                           "--no-progress", "--no-cache"], capsys)
+    assert "agelab train: warning: skipped 1 unreadable image file(s) of 2" in err and "dangling" in err
+    assert code == 2 and "[Errno 2]" not in err
 
 
 @pytest.mark.parametrize("kind", ["16-bit-png", "cmyk-jpeg", "cmyk-tiff"])

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 import typing
+import warnings
 from pathlib import Path
 
 from agelab.config import DATASETS, PRESETS, ConfigError, build_config, config_fields
@@ -161,6 +162,9 @@ def _need_encoder(model, command: str) -> None:
                          "between images need an age, vae or ali model (`agelab sample` works)")
 
 
+GRID_MAX = 256  # samples in `agelab sample`'s PNG grid: 16 x 16 images is as many as a page shows
+
+
 def cmd_sample(args) -> int:
     import numpy as np
     from agelab.data import to_uint8
@@ -168,8 +172,13 @@ def cmd_sample(args) -> int:
 
     model = _load(args)
     x = sample_images(model, args.n, seed=args.seed)
-    out = save_grid(x, _default_out(args, f"samples-seed{args.seed}.png"), nrow=args.nrow)
-    print(f"wrote {out}")
+    shown = min(args.n, GRID_MAX)
+    out = save_grid(x[:shown], _default_out(args, f"samples-seed{args.seed}.png"), nrow=args.nrow)
+    if shown < args.n:
+        print(f"wrote {out} (the first {shown} of {args.n} samples; "
+              + ("all of them are in the .npz)" if args.npz else "--npz FILE saves all of them)"))
+    else:
+        print(f"wrote {out}")
     if args.npz:
         np.savez_compressed(args.npz, samples=to_uint8(x).cpu().numpy())
         print(f"wrote {args.npz} ({args.n} samples, uint8 NCHW)")
@@ -401,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = _model_command(sub, "sample", "draw samples g(z), z ~ prior, as a PNG grid (and optionally an .npz)", cmd_sample)
-    p.add_argument("--n", type=_positive, default=64, help="number of samples (default: 64)")
+    p.add_argument("--n", type=_positive, default=64, help=f"number of samples (default: 64); the PNG grid shows at "
+                   f"most the first {GRID_MAX}, --npz saves them all (e.g. --n 10000 for outside FID tools)")
     p.add_argument("--nrow", type=_positive, default=8, help="images per grid row (default: 8)")
     p.add_argument("--npz", help="also save the samples as uint8 (N, C, H, W) in this .npz file")
 
@@ -532,12 +542,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():  # restores the warning machinery on return
+        # Warnings (skipped files, a damaged checkpoint passed over) as one line each on stderr, like the errors.
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *_args, **_kw: print(f"agelab {args.command}: warning: {message}",
+                                                                    file=sys.stderr, flush=True)
+        return _run(args)
+
+
+def _run(args) -> int:
     from agelab.checkpoint import CheckpointError
     from agelab.data import DatasetError
     from agelab.trainer import TrainingError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (UsageError, ConfigError, DatasetError, CheckpointError, TrainingError, OSError) as exc:

@@ -80,7 +80,10 @@ def fingerprint(sources: Sequence[Path]) -> str:
                 dirnames.sort()
                 for fn in sorted(filenames):
                     p = Path(dirpath, fn)
-                    st = p.stat()
+                    try:
+                        st = p.stat()
+                    except OSError:  # a dangling link or an unreadable entry: the loader skips or refuses it
+                        st = p.lstat()
                     h.update(f"{p.relative_to(src).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         else:
             _hash_file(src, h)

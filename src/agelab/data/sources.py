@@ -363,6 +363,8 @@ def _celeba_convert(im: Image.Image) -> np.ndarray:
 
 def _open_image(src) -> Image.Image:
     if isinstance(src, Path):
+        if src.is_symlink() and not src.exists():
+            raise FileNotFoundError(f"dangling symbolic link (to {os.readlink(src)})")
         return Image.open(src)
     if not isinstance(src, (bytes, bytearray)):
         src = src()
