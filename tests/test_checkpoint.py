@@ -22,7 +22,7 @@ from agelab.checkpoint import (
     verify_checkpoint,
 )
 from agelab.models.age import AGE, ModelConfig
-from conftest import flip_byte
+from conftest import flip_byte, invoke
 
 MODEL_CFG = ModelConfig(latent_dim=4, channels=1, image_size=32, width=4)
 
@@ -105,8 +105,22 @@ def test_bit_flip_is_detected_and_older_checkpoint_used(tmp_path, name):
         load_model_files(newest)
     with pytest.raises(CheckpointError):
         load_state(newest)
-    assert latest_good_checkpoint(tmp_path) == tmp_path / "step-0000001"
-    assert resolve_checkpoint(tmp_path) == tmp_path / "step-0000001"
+    with pytest.warns(UserWarning, match=r"skipped damaged checkpoint\(s\) step-0000002 \(.*corrupted.*\); using .*step-0000001"):
+        assert latest_good_checkpoint(tmp_path) == tmp_path / "step-0000001"
+    with pytest.warns(UserWarning, match="skipped damaged checkpoint"):
+        assert resolve_checkpoint(tmp_path) == tmp_path / "step-0000001"
+
+
+def test_commands_say_which_checkpoint_they_skipped_and_used(run_copy, capsys):
+    """A truncated newest checkpoint: every command that resolves the run falls back, and says so on stderr."""
+    (run_copy / "checkpoints" / "step-0000004" / "model.safetensors").write_bytes(b"\0" * 100)
+    for argv in (["sample", run_copy, "--n", "4"], ["reconstruct", run_copy, "--n", "2"]):
+        code, _, err = invoke(argv, capsys)
+        assert code == 0, err
+        lines = [line for line in err.splitlines() if "warning" in line]
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"agelab {argv[0]}: warning: skipped damaged checkpoint(s) step-0000004 (")
+        assert lines[0].endswith(f"using {run_copy / 'checkpoints' / 'step-0000002'}")
 
 
 def test_no_good_checkpoint_left(tmp_path):

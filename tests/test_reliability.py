@@ -185,9 +185,12 @@ def _truncate(path: Path) -> None:
 def test_cli_resume_falls_back_to_the_newest_good_checkpoint(damage, run_copy, reference_6, capsys):
     damage(run_copy / "checkpoints" / "step-0000004")
     older = run_copy / "checkpoints" / "step-0000002"
-    assert ckpt.latest_good_checkpoint(run_copy / "checkpoints") == older
+    with pytest.warns(UserWarning, match=f"skipped damaged checkpoint.*step-0000004.*using {older}"):
+        assert ckpt.latest_good_checkpoint(run_copy / "checkpoints") == older
     code = main(["train", "--resume", str(run_copy), "--iterations", "6", "--no-progress"])
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"agelab train: warning: skipped damaged checkpoint(s) step-0000004 (" in err and f"using {older}" in err
     for step in (4, 6):  # the damaged step 4 was recomputed from step 2, exactly
         assert_same_tensors(checkpoint_weights(run_copy, step), checkpoint_weights(reference_6, step))
     assert [p.name for p in list_checkpoints(run_copy / "checkpoints")] == ["step-0000004", "step-0000006"]

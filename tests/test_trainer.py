@@ -140,7 +140,8 @@ def test_resume_drops_metric_lines_written_after_the_checkpoint(run_copy):
 
 def test_resume_from_older_checkpoint_when_newest_is_corrupted(run_copy):
     flip_byte(run_copy / "checkpoints" / "step-0000004" / "model.safetensors")
-    train(resume=run_copy, overrides={"iterations": 6}, progress=False)
+    with pytest.warns(UserWarning, match="skipped damaged checkpoint.*step-0000004.*using .*step-0000002"):
+        train(resume=run_copy, overrides={"iterations": 6}, progress=False)
     steps = [r["step"] for r in read_metrics(run_copy)]
     assert steps == [2, 4, 6]  # the step-4 line was re-written from the step-2 checkpoint
     assert [p.name for p in list_checkpoints(run_copy / "checkpoints")] == ["step-0000004", "step-0000006"]

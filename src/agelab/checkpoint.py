@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -216,12 +217,20 @@ def load_state(path: Path) -> dict:
 
 
 def latest_good_checkpoint(ckpt_root: Path) -> Path | None:
-    """The newest checkpoint that passes verification (older ones are fallbacks)."""
+    """The newest checkpoint that passes verification (older ones are fallbacks).
+
+    Falling back is never silent: when newer checkpoints fail verification, one warning names
+    each of them with the reason and the checkpoint used instead.
+    """
+    skipped: list[str] = []
     for path in reversed(list_checkpoints(ckpt_root)):
         try:
             verify_checkpoint(path)
-        except CheckpointError:
+        except CheckpointError as exc:
+            skipped.append(f"{path.name} ({first_line(exc).replace(str(path) + ': ', '')})")
             continue
+        if skipped:
+            warnings.warn(f"skipped damaged checkpoint(s) {'; '.join(skipped)}; using {path}", stacklevel=2)
         return path
     return None
 
