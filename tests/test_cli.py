@@ -128,6 +128,18 @@ def test_sample_writes_png_and_npz(trained_run, tmp_path, capsys):
     assert not sample_images(model, 10, seed=1).equal(sample_images(model, 10, seed=0))
 
 
+def test_sample_many_writes_a_bounded_grid_and_every_sample_to_the_npz(trained_run, tmp_path, capsys):
+    from agelab.cli import GRID_MAX
+
+    png, npz = tmp_path / "s.png", tmp_path / "s.npz"
+    n = GRID_MAX + 44
+    code, stdout, err = invoke(["sample", trained_run, "--n", n, "--nrow", 16, "--out", png, "--npz", npz], capsys)
+    assert code == 0, err
+    assert Image.open(png).size == grid_size(GRID_MAX, 16)
+    assert np.load(npz)["samples"].shape == (n, 1, 32, 32)
+    assert f"the first {GRID_MAX} of {n} samples" in stdout
+
+
 def test_sample_default_output_goes_to_run_outputs(run_copy, capsys):
     code, stdout, err = invoke(["sample", run_copy / "checkpoints" / "step-0000002", "--n", "4"], capsys)
     assert code == 0, err
