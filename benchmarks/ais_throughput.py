@@ -98,7 +98,9 @@ def main(argv=None) -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, channels-last {not args.contiguous}, "
           f"malloc tuning {malloc}")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"load average before: {load}, cores {os.cpu_count()}")
+    from agelab.cpu import describe_cpu
+
+    print(f"CPU: {describe_cpu()}; load average before: {load}, cores {os.cpu_count()}")
     raw_rate(model, batch, 1, cfg.latent_dim)  # warm-up
     raws, aiss = [], []
     for r in range(args.repeats):

@@ -61,7 +61,9 @@ def main() -> None:
     args = ap.parse_args()
     args.image_size = {"cifar10": 32, "svhn": 32, "mnist": 32, "fashion-mnist": 32}
     args.image_size.update({d: 64 for d in ("tinyimagenet", "celeba", "cars")})
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    from agelab.cpu import describe_cpu
+
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {describe_cpu()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print("| dataset | images | first load (decode + cache) s | second load (cache) s | speed-up | data path img/s |")
     print("|---|---|---|---|---|---|")
     for name in args.datasets:

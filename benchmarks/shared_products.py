@@ -73,6 +73,9 @@ def main() -> None:
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - t)
     base = statistics.median(times["separate passes"])
+    from agelab.cpu import describe_cpu
+
+    print(f"CPU: {describe_cpu()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name, ts in times.items():
         m = statistics.median(ts)
         print(f"{name:20s} {m * 1e3:7.1f} ms per iteration ({64 / m:6.1f} img/s), {base / m:.3f}x separate passes")

@@ -264,9 +264,13 @@ def main() -> None:
     import torch
 
     peak = _run_child("matmul", "mnist", args)["gflops"]
+    from agelab.cpu import cpu_description, describe_cpu
+
     report = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+              "cpu": cpu_description(),
               "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "device": args.device, "matmul_gflops": peak, "batch": BATCH, "steps": args.steps, "presets": {}}
+    print(f"CPU: {describe_cpu()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"fp32 matmul: {peak:.1f} GFLOP/s on {args.device}")
     for preset in args.preset:
         flops = _run_child("plain", preset, args, flops=True).get("flops_per_iteration")

@@ -30,6 +30,41 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
 
 
+# Instruction-set flags (Linux /proc/cpuinfo names) that change which kernels oneDNN runs, and with
+# them float summation orders and speed: every speed figure should say which of them its CPU had.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """{"model": CPU model name, "flags": the KERNEL_FLAGS it has} for benchmark and measurement reports.
+
+    Read from /proc/cpuinfo on Linux (or the given text of it); elsewhere the model is what
+    :func:`platform.processor` says and the flags are unknown (an empty list).
+    """
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:  # the first processor's entry
+            fields[key.strip()] = value.strip()
+    model = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+    have = set(fields.get("flags", "").split())
+    return {"model": model, "flags": [f for f in KERNEL_FLAGS if f in have]}
+
+
+def describe_cpu() -> str:
+    """One line naming this CPU and its kernel flags, e.g. ``AMD EPYC (avx2, avx512f, avx512_bf16)``."""
+    d = cpu_description()
+    return f"{d['model']} ({', '.join(d['flags']) or 'no AVX-512/AMX flags seen'})"
+
+
 def has_native_bf16() -> bool:
     """Whether oneDNN runs bfloat16 convolutions natively on this CPU (AVX512-BF16 or AMX).
 
