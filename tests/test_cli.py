@@ -226,6 +226,8 @@ BAD_INPUTS = [
     pytest.param(lambda t, run: ["sample", run, "--n", "0"], id="sample-zero-images"),
     pytest.param(lambda t, run: ["train", "--resume", run, "--lam", "5", "--no-progress"], id="resume-changed-option"),
     pytest.param(lambda t, run: ["train", "--resume", run, "--preset", "digits"], id="resume-with-preset"),
+    pytest.param(lambda t, run: ["train", "--resume", run, "--recipe", "paper"], id="resume-with-recipe"),
+    pytest.param(lambda t, run: ["train", "--recipe", "papr"], id="unknown-recipe"),
     pytest.param(lambda t, run: ["train", "--resume", t / "no-such-run"], id="resume-missing-run"),
     pytest.param(lambda t, run: ["sample", _corrupt_all(run)], id="sample-corrupted-run"),
     pytest.param(lambda t, run: ["reconstruct", _corrupt_all(run)], id="reconstruct-corrupted-run"),
@@ -274,7 +276,7 @@ def test_resume_error_message_names_the_option(run_copy, capsys):
 # ---------------------------------------------------------------------------
 MODEL_OPTIONS = ["RUN", "--out", "--seed", "--device"]
 HELP_OPTIONS = {
-    "train": ["--preset", "--resume", "--no-progress"] + ["--" + f.name.replace("_", "-") for f in config_fields()],
+    "train": ["--preset", "--recipe", "--resume", "--no-progress"] + ["--" + f.name.replace("_", "-") for f in config_fields()],
     "sample": MODEL_OPTIONS + ["--n", "--nrow", "--npz"],
     "reconstruct": MODEL_OPTIONS + ["--n", "--nrow", "--split", "--dataset", "--data-root"],
     "interpolate": MODEL_OPTIONS + ["--pairs", "--steps", "--split", "--dataset", "--data-root"],

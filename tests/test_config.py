@@ -6,13 +6,34 @@ import json
 
 import pytest
 
-from agelab.config import PRESETS, ConfigError, TrainConfig, build_config
+from agelab.config import PAPER, PRESETS, RECIPES, SWAPPED, ConfigError, TrainConfig, build_config
 
 
 def test_defaults_are_valid_and_roundtrip_through_json():
     cfg = TrainConfig().validate()
     assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
     assert cfg.replace(lam=5.0).lam == 5.0 and cfg.lam == 1000.0  # frozen: replace makes a copy
+
+
+def test_the_default_game_is_the_paper_recipe_and_recipes_override_presets():
+    defaults = TrainConfig().to_dict()
+    assert all(defaults[k] == v for k, v in PAPER.items()), "TrainConfig's defaults are the paper recipe"
+    assert set(RECIPES) == {"paper", "swapped"}
+    swapped_mnist = build_config("mnist-paper", "swapped", iterations=7)
+    assert all(getattr(swapped_mnist, k) == v for k, v in SWAPPED.items()) and swapped_mnist.iterations == 7
+    paper_mnist = build_config("mnist", "paper", mu=3.0)  # options still override the recipe
+    assert (paper_mnist.mu, paper_mnist.lam, paper_mnist.enc_latent_recon, paper_mnist.game_scale) == (3.0, 1000.0,
+                                                                                                        0.0, "mean")
+    with pytest.raises(ConfigError, match="^--recipe: unknown recipe"):
+        build_config("mnist", "swap")
+    with pytest.raises(ConfigError, match="--game-scale"):
+        TrainConfig(game_scale="max").validate()
+
+
+def test_a_saved_config_without_game_scale_means_the_sum():
+    saved = json.loads(TrainConfig().to_json())
+    del saved["game_scale"]
+    assert TrainConfig.from_dict(saved).game_scale == "sum"  # what it meant when it was written
 
 
 def test_from_dict_rejects_unknown_keys():
@@ -25,6 +46,7 @@ def test_presets_then_overrides():
     assert (cfg.dataset, cfg.latent_dim, cfg.iterations, cfg.enc_latent_recon) == ("mnist", 10, 7, 1000.0)
     paper = build_config("mnist-paper")
     assert (paper.mu, paper.lam, paper.enc_latent_recon, paper.gen_image_recon) == (10.0, 1000.0, 0.0, 0.0)
+    assert (paper.divergence, paper.game_scale) == ("gaussian_reference", "mean")
     assert build_config(None).iterations == TrainConfig().iterations
     with pytest.raises(ConfigError, match="--preset"):
         build_config("cifar")

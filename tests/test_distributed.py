@@ -258,7 +258,7 @@ def test_divergence_wrapper_is_exact_in_fp32():
     z = torch.nn.functional.normalize(torch.randn(16, 4), dim=1)
     for name, direct in (("gaussian", lambda m: kl_gaussian(z)), ("gaussian_reference", lambda m: kl_gaussian_reference(z)),
                          ("knn", lambda m: kl_knn(z, m.prior.sample(256), k=1, dim=m.prior.intrinsic_dim))):
-        model = AGE(ModelConfig(latent_dim=4, channels=1, width=4), GameConfig(divergence=name))
+        model = AGE(ModelConfig(latent_dim=4, channels=1, width=4), GameConfig(divergence=name, scale="sum"))
         torch.manual_seed(1)
         wrapped = model.divergence(z)
         torch.manual_seed(1)
@@ -274,8 +274,8 @@ def test_divergence_gets_fp32_codes_outside_autocast(monkeypatch):
         seen.append((z.dtype, torch.is_autocast_enabled("cpu")))
         return age_kl(z, *args, **kwargs)
 
-    age_kl = age.kl_gaussian
-    monkeypatch.setattr(age, "kl_gaussian", spy)
+    age_kl = age.kl_gaussian_reference  # the default divergence
+    monkeypatch.setattr(age, "kl_gaussian_reference", spy)
     torch.manual_seed(0)
     model = age.AGE(age.ModelConfig(latent_dim=4, channels=1, width=4))
     x = torch.rand(8, 1, 32, 32) * 2 - 1

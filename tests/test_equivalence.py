@@ -56,14 +56,21 @@ def config(tmp_path, game, **overrides):
                        ckpt_every=ITERATIONS, **{**GAMES[game], **overrides})
 
 
-def divergence(name, z):
+def divergence(cfg, z):
     """The divergence of the batch of codes z (B, M) to the prior, written out from its formula."""
     m, v = z.mean(0), z.var(0, unbiased=False)
-    if name == "gaussian":  # paper eq. 7: sum_j (s_j^2 + m_j^2)/2 - log s_j - 1/2
-        return (0.5 * (v + m.pow(2)) - 0.5 * torch.log(v + 1e-8) - 0.5).sum()
-    if name == "gaussian_reference":  # the authors' code: v_j where s_j belongs, averaged over j
+    if cfg.divergence == "gaussian":  # paper eq. 7: sum_j (s_j^2 + m_j^2)/2 - log s_j - 1/2 (per coordinate: / M)
+        d = (0.5 * (v + m.pow(2)) - 0.5 * torch.log(v + 1e-8) - 0.5).sum()
+        return d / z.shape[1] if cfg.game_scale == "mean" else d
+    if cfg.divergence == "gaussian_reference":  # the authors' code: v_j where s_j belongs, averaged over j
         return (0.5 * (v.pow(2) + m.pow(2)) - torch.log(v + 1e-8) - 0.5).mean()
-    raise NotImplementedError(name)
+    raise NotImplementedError(cfg.divergence)
+
+
+def latent_match(cfg, z, z_rec, weight):
+    """weight * (1 - cos(z, z_rec)), averaged over the batch; per coordinate (/ M) on the authors' scale."""
+    per = z.shape[1] if cfg.game_scale == "mean" else 1
+    return weight * (1 - F.cosine_similarity(z, z_rec, dim=1)).mean() / per
 
 
 class Reference:
@@ -93,19 +100,19 @@ class Reference:
         z = self.prior(len(x))
         x_fake = self.g(z).detach()
         z_real, z_fake = self.e(x), self.e(x_fake)
-        loss = self.w("kl") * (divergence(self.cfg.divergence, z_real) - divergence(self.cfg.divergence, z_fake))
+        loss = self.w("kl") * (divergence(self.cfg, z_real) - divergence(self.cfg, z_fake))
         if self.cfg.mu:
             loss = loss + self.w("mu") * F.l1_loss(self.g(z_real), x)
         if self.cfg.enc_latent_recon:
-            loss = loss + 0.5 * self.w("enc_latent_recon") * (z - z_fake).pow(2).sum(1).mean()
+            loss = loss + latent_match(self.cfg, z, z_fake, self.w("enc_latent_recon"))
         return loss
 
     def generator_loss(self, x):  # eq. 5
         z = self.prior(len(x))
         z_fake = self.e(self.g(z))
-        loss = self.w("kl") * divergence(self.cfg.divergence, z_fake)
+        loss = self.w("kl") * divergence(self.cfg, z_fake)
         if self.cfg.lam:
-            loss = loss + 0.5 * self.w("lam") * (z - z_fake).pow(2).sum(1).mean()
+            loss = loss + latent_match(self.cfg, z, z_fake, self.w("lam"))
         if self.cfg.gen_image_recon:
             loss = loss + self.w("gen_image_recon") * F.l1_loss(self.g(self.e(x).detach()), x)
         return loss

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from agelab import trainer
-from agelab.divergences import kl_gaussian
+from agelab.divergences import kl_gaussian, kl_gaussian_reference
 from agelab.models import Phase
 from agelab.models.age import AGE, GameConfig, ModelConfig, frozen_bn_stats
 
@@ -75,21 +75,34 @@ def test_phases_are_encoder_once_then_generator_n_gen_steps():
 # ---------------------------------------------------------------------------
 # the losses
 # ---------------------------------------------------------------------------
-def test_encoder_loss_is_kl_real_minus_kl_fake_plus_mu_l1():
-    model = make_model(mu=7.0)
+@pytest.mark.parametrize("divergence, scale, kl", [
+    ("gaussian_reference", "mean", kl_gaussian_reference),  # the default: the authors' formula, averaged
+    ("gaussian", "sum", kl_gaussian),  # eq. 7 as printed
+    ("gaussian", "mean", lambda z: kl_gaussian(z) / z.shape[1]),  # eq. 7 per coordinate
+])
+def test_encoder_loss_is_kl_real_minus_kl_fake_plus_mu_l1(divergence, scale, kl):
+    model = make_model(mu=7.0, divergence=divergence, scale=scale)
     x = batch()
     loss, logs = model.encoder_loss(x)
     assert set(logs) == {"kl_real", "kl_fake", "rec_x", "loss"}
     assert torch.allclose(loss, logs["kl_real"] - logs["kl_fake"] + 7.0 * logs["rec_x"], rtol=1e-5, atol=1e-5)
     # the logged rec_x is the mean absolute error of g(e(x)) (batch statistics in train mode: recomputable)
     assert logs["rec_x"].item() == pytest.approx(F.l1_loss(model.reconstruct(x), x).item(), rel=1e-5)
-    assert logs["kl_real"].item() == pytest.approx(kl_gaussian(model.encode(x)).item(), rel=1e-5)
+    assert logs["kl_real"].item() == pytest.approx(kl(model.encode(x)).item(), rel=1e-5)
     assert all(not v.requires_grad for v in logs.values())
 
 
-def test_generator_latent_term_is_half_lambda_mean_squared_distance():
-    lam = 123.0
-    model = make_model(lam=lam)
+def test_the_default_game_is_the_papers_at_the_authors_scale():
+    game = GameConfig()
+    assert (game.divergence, game.scale, game.mu, game.lam, game.n_gen_steps) == ("gaussian_reference", "mean",
+                                                                                   10.0, 1000.0, 2)
+    assert (game.enc_latent_recon, game.gen_image_recon) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("scale", ["sum", "mean"])
+def test_generator_latent_term_is_lambda_one_minus_cos_per_code_or_per_coordinate(scale):
+    lam, m = 123.0, 4
+    model = make_model(lam=lam, latent_dim=m, divergence="gaussian", scale=scale)
     x = batch()
     torch.manual_seed(42)
     loss, logs = model.generator_loss(x)
@@ -101,11 +114,16 @@ def test_generator_latent_term_is_half_lambda_mean_squared_distance():
         z_fake = model.encode(model.decode(z))
     rec_z = (z - z_fake).pow(2).sum(1).mean()
     assert logs["rec_z"].item() == pytest.approx(rec_z.item(), rel=1e-5)
-    assert logs["kl_fake"].item() == pytest.approx(kl_gaussian(z_fake).item(), rel=1e-5)
-    assert (loss - logs["kl_fake"]).item() == pytest.approx(lam / 2 * rec_z.item(), rel=1e-4)
-    # on the sphere this is lam * (1 - cos), the paper code's scale
+    per = m if scale == "mean" else 1
+    assert logs["kl_fake"].item() == pytest.approx(kl_gaussian(z_fake).item() / per, rel=1e-5)
+    term = (loss - logs["kl_fake"]).item()
+    assert term == pytest.approx(lam / 2 * rec_z.item() / per, rel=1e-4)
+    # on the sphere this is lam * (1 - cos) (/ M on the authors' scale)
     one_minus_cos = (1 - F.cosine_similarity(z, z_fake, dim=1)).mean()
-    assert (loss - logs["kl_fake"]).item() == pytest.approx(lam * one_minus_cos.item(), rel=1e-3)
+    assert term == pytest.approx(lam * one_minus_cos.item() / per, rel=1e-3)
+    if scale == "mean":  # the authors' match: lam * (2 - mean of z * e(g(z)) over all B x M elements), less a constant
+        authors = lam * (2 - (z * z_fake).mean())
+        assert term == pytest.approx(authors.item() - lam * (2 - 1 / m), rel=1e-3)
 
 
 def test_no_recon_drops_both_reconstruction_terms():
@@ -122,7 +140,7 @@ def test_no_recon_drops_both_reconstruction_terms():
 def test_gen_image_recon_adds_weighted_l1_to_generator_loss():
     x = batch()
     assert "rec_x" not in make_model().generator_loss(x)[1]
-    model = make_model(gen_image_recon=3.0, lam=10.0)
+    model = make_model(gen_image_recon=3.0, lam=10.0, scale="sum")
     loss, logs = model.generator_loss(x)
     assert "rec_x" in logs and logs["rec_x"].item() > 0
     expected = logs["kl_fake"] + 5.0 * logs["rec_z"] + 3.0 * logs["rec_x"]
@@ -136,7 +154,7 @@ def test_gen_image_recon_adds_weighted_l1_to_generator_loss():
 def test_enc_latent_recon_adds_half_weighted_latent_term_to_encoder_loss():
     x = batch()
     assert "rec_z" not in make_model().encoder_loss(x)[1]
-    model = make_model(enc_latent_recon=6.0, mu=0.0)
+    model = make_model(enc_latent_recon=6.0, mu=0.0, scale="sum")
     torch.manual_seed(5)
     loss, logs = model.encoder_loss(x)
     assert "rec_x" not in logs  # mu = 0 skips the g(e(x)) pass
@@ -332,3 +350,40 @@ def test_passes_sharing_end_layer_products_change_no_loss_gradient_or_statistic(
     stacked.encoder_loss(x)
     stacked.generator_loss(x)
     assert len(used) == (2 if game else 1)
+
+
+def test_adaptive_adversary_weight_follows_the_authors_schedule():
+    """+0.001 per encoder update while both divergences are below 1.05 x the ideal codes' value, else -0.019,
+    never below 0; steps scaled by lr / initial lr; the weight used is the one before the update."""
+    from agelab.divergences import ideal_gaussian_divergence
+
+    model = make_model(adaptive_adversary=True, adversary_weight=0.01)
+    limit = 1.05 * ideal_gaussian_divergence("gaussian_reference", 4)
+    low, high = torch.tensor(limit * 0.99), torch.tensor(limit * 1.01)
+    model._adapt_adversary(low, low)
+    assert model.adversary_weight.item() == pytest.approx(0.011)
+    model._adapt_adversary(low, high)
+    assert model.adversary_weight.item() == 0.0  # 0.011 - 0.019, floored
+    model.adversary_weight.fill_(1.0)
+    model.lr_factor.fill_(0.5)
+    model._adapt_adversary(high, low)
+    assert model.adversary_weight.item() == pytest.approx(1.0 - 0.5 * 0.019)
+    # in the encoder loss: the current weight on D(e(g(z))), logged, then updated for the next update
+    model.adversary_weight.fill_(0.25)
+    loss, logs = model.encoder_loss(batch())
+    assert logs["adv_weight"].item() == 0.25 and model.adversary_weight.item() != 0.25
+    expected = logs["kl_real"] - 0.25 * logs["kl_fake"] + 10.0 * logs["rec_x"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()  # the update for the next step leaves this step's graph intact
+    assert model.train_state()["adversary_weight"].item() == model.adversary_weight.item()
+    assert "adversary_weight" not in model.state_dict()  # not a weight: checkpointed with the training state
+
+
+def test_ideal_divergences_are_the_values_of_uniform_sphere_codes():
+    from agelab.divergences import ideal_gaussian_divergence, kl_gaussian, kl_gaussian_reference
+
+    torch.manual_seed(0)
+    z = torch.randn(200000, 8, dtype=torch.float64)
+    z = z / z.norm(dim=1, keepdim=True)
+    assert kl_gaussian(z).item() == pytest.approx(ideal_gaussian_divergence("gaussian", 8), abs=2e-3)
+    assert kl_gaussian_reference(z).item() == pytest.approx(ideal_gaussian_divergence("gaussian_reference", 8), abs=2e-3)

@@ -367,3 +367,22 @@ def test_run_numbers_are_unique_across_tags_under_the_lock(tmp_path):
     with ThreadPoolExecutor(n) as pool:
         claimed = list(pool.map(claim, range(n)))
     assert sorted(p.name[:5] for p in claimed) == [f"{i:05d}" for i in range(n)]
+
+
+def test_a_run_folder_from_before_the_game_scale_keeps_its_game(tmp_path):
+    """config.json written before --game-scale existed has no game_scale key: it means eq. 7 summed and
+    lam * (1 - cos), the game that run was trained with, not today's default; its resume continues that game."""
+    old_default_game = dict(divergence="gaussian", mu=10.0, lam=1000.0, game_scale="sum")  # the old defaults' game
+    cfg = tiny_config(tmp_path / "old", iterations=4, ckpt_every=2, log_every=2, **old_default_game)
+    run = trainer.train(cfg.replace(iterations=2), progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["game_scale"]  # as the older agelab wrote it
+    (run / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
+    assert trainer.read_run_config(run).game_scale == "sum"
+
+    trainer.train(resume=run, overrides={"iterations": 4}, progress=False)
+    same = trainer.train(cfg.replace(out_dir=str(tmp_path / "explicit")), progress=False)
+    assert_same_tensors(checkpoint_weights(run, 4), checkpoint_weights(same, 4))
+    other = trainer.train(cfg.replace(game_scale="mean", out_dir=str(tmp_path / "today")), progress=False)
+    assert not torch.equal(checkpoint_weights(other, 4)["generator.net.0.weight"],
+                           checkpoint_weights(run, 4)["generator.net.0.weight"])

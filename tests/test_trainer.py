@@ -111,6 +111,18 @@ def test_resume_is_bit_identical_to_uninterrupted_run(tmp_path):
     assert json.loads((run_b / "summary.json").read_text())["step"] == 8
 
 
+def test_resume_with_the_adaptive_adversary_weight_is_bit_identical(tmp_path):
+    """The adaptive weight is training state (state.pt), not a weight: a resume continues its schedule."""
+    common = dict(iterations=6, log_every=1, ckpt_every=3, adaptive_adversary=True, adversary_weight=0.5)
+    run_a = train(tiny_config(tmp_path / "a", **common), progress=False)
+    run_b = train(tiny_config(tmp_path / "b", **dict(common, iterations=3)), progress=False)
+    train(resume=run_b, overrides={"iterations": 6}, progress=False)
+    assert_same_tensors(checkpoint_weights(run_a, 6), checkpoint_weights(run_b, 6))
+    weights_a = [r["enc/adv_weight"] for r in read_metrics(run_a)]
+    assert weights_a == [r["enc/adv_weight"] for r in read_metrics(run_b)]
+    assert weights_a[0] == 0.5 and len(set(weights_a)) > 1  # it moved, and the resumed run moved it the same way
+
+
 @pytest.mark.parametrize("before", [True, False])
 def test_resume_that_changes_channels_last_trains_like_an_uninterrupted_run(tmp_path, before):
     # --channels-last may change on resume. The optimiser state keeps the layout it was saved in,
@@ -225,7 +237,7 @@ def test_missing_dataset_fails_before_a_run_folder_exists(tmp_path, tiny_cfg):
 
 
 def test_non_finite_loss_stops_training_with_failed_status(monkeypatch, tiny_cfg):
-    monkeypatch.setattr(age, "kl_gaussian", lambda z: z.sum() * float("nan"))
+    monkeypatch.setattr(age, "kl_gaussian_reference", lambda z: z.sum() * float("nan"))  # the default divergence
     with pytest.raises(TrainingError, match="non-finite loss at iteration 1 .*3 rollback"):
         train(tiny_cfg(iterations=4, log_every=2), progress=False)
     (run,) = run_dirs(Path(tiny_cfg().out_dir))

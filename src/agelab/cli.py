@@ -14,7 +14,7 @@ import typing
 import warnings
 from pathlib import Path
 
-from agelab.config import DATASETS, PRESETS, ConfigError, build_config, config_fields
+from agelab.config import DATASETS, PRESETS, RECIPES, ConfigError, build_config, config_fields
 from agelab.errors import first_line
 
 EXIT_USAGE = 2
@@ -44,6 +44,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="start from a preset's values (default: the preset named like --dataset, else 'digits'); "
                         "any option below overrides it")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="the AGE game over the preset's: 'paper' (mu = 10 on the encoder, lambda = 1000 on the generator, "
+                        "the authors' divergence and scale) or 'swapped' (the image term on the generator and the latent "
+                        "term on the encoder: blurrier samples, closer reconstructions; docs/results.md); options "
+                        "below override it")
     p.add_argument("--resume", metavar="RUN", help="continue this run folder from its newest good checkpoint "
                    "(only --iterations and logging/device options may change)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -72,12 +77,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = _train_overrides(args)
     if args.resume:
-        if args.preset:
-            raise UsageError("--preset cannot be combined with --resume (the run's own config is used)")
+        if args.preset or args.recipe:
+            raise UsageError(f"--{'preset' if args.preset else 'recipe'} cannot be combined with --resume "
+                             "(the run's own config is used)")
         run = train(resume=args.resume, overrides=overrides, progress=not args.no_progress)
     else:
         preset = args.preset or (overrides.get("dataset") if overrides.get("dataset") in PRESETS else "digits")
-        cfg = build_config(preset, **overrides)
+        cfg = build_config(preset, args.recipe, **overrides)
         run = train(cfg, progress=not args.no_progress)
     print(f"run folder: {run}")
     return 0

@@ -27,6 +27,7 @@ def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "tinyimagenet", "cars", "folder")
 PRIORS = ("sphere", "gaussian")
 DIVERGENCES = ("gaussian", "gaussian_reference", "knn")
+GAME_SCALES = ("mean", "sum")
 AMP_MODES = ("off", "bf16")
 MODELS = ("age", "cage", "pix2pix", "dcgan", "vae", "ali")
 GRAY_DATASETS = ("digits", "mnist", "fashion-mnist")  # one channel: nothing to colorize
@@ -55,20 +56,35 @@ class TrainConfig:
                       "(unit Gaussian in R^M, encoder output not normalised)", PRIORS)
     width: int = _opt(32, "base channel width of the DCGAN-type encoder and generator (paper: 64)")
     # --- the AGE game (paper eq. 5-7) ---
-    divergence: str = _opt("gaussian", "latent divergence: 'gaussian' (paper eq. 7), 'knn' (Kozachenko-"
-                           "Leonenko nearest-neighbour estimate) or 'gaussian_reference' (the original code's "
-                           "formula, variance in place of std; for comparison runs only)", DIVERGENCES)
+    divergence: str = _opt("gaussian_reference", "latent divergence D: 'gaussian_reference' (the authors' released "
+                           "code: the diagonal Gaussian fitted to the batch, with the variance where eq. 7 has the std; "
+                           "the default: it trains the paper's game, docs/results.md), 'gaussian' (paper eq. 7 as "
+                           "printed) or 'knn' (Kozachenko-Leonenko nearest-neighbour estimate)", DIVERGENCES)
+    game_scale: str = _opt("mean", "how D and the latent term reduce over the M latent coordinates: 'mean' (the "
+                           "authors' code: eq. 7 and the k-NN estimate divided by M, the latent term lam * (1 - cos) / M, "
+                           "so that --mu 10 --lam 1000 mean what the paper's commands mean) or 'sum' (eq. 7 summed, "
+                           "the latent term lam * (1 - cos): agelab before this option, where lam = the authors' "
+                           "lambda / M). The authors' formula averages in both", GAME_SCALES)
     knn_k: int = _opt(1, "k of the nearest-neighbour divergence (only with --divergence knn)")
     knn_prior_samples: int = _opt(256, "prior samples drawn per step for the nearest-neighbour divergence")
     mu: float = _opt(10.0, "weight of the image reconstruction term mean|x - g(e(x))| (L1) in the ENCODER loss "
                      "(paper eq. 6: 10)")
-    lam: float = _opt(1000.0, "weight lambda of the latent reconstruction term in the GENERATOR loss, on the "
-                      "paper code's scale: lambda * (1 - cos) = lambda/2 * ||z - e(g(z))||^2 (paper eq. 5: 500/1000/2000)")
+    lam: float = _opt(1000.0, "weight lambda of the latent reconstruction term in the GENERATOR loss: lambda * (1 - "
+                      "cos(z, e(g(z)))) / M with --game-scale mean (the paper's 500/1000/2000 apply), lambda * (1 - cos) "
+                      "with sum (paper eq. 5: 1000)")
     enc_latent_recon: float = _opt(0.0, "weight (on lambda's scale) of the latent reconstruction term in the ENCODER "
                                    "loss; 0 in the paper. With gen_image_recon > 0 and mu = lam = 0 it gives the "
-                                   "'swapped' assignment of every preset but mnist-paper (see docs/results.md)")
+                                   "'swapped' recipe (--recipe swapped, docs/results.md)")
     gen_image_recon: float = _opt(0.0, "weight of the image L1 reconstruction term in the GENERATOR loss (paper fig. 9 "
                                   "ablation; 0 in the paper's main setting)")
+    adversary_weight: float = _opt(1.0, "weight of D(e(g(z))) in the ENCODER loss, i.e. how hard e pushes generated "
+                                   "codes away from the prior (paper eq. 6: 1; the authors' Stanford Cars command: 0.5)")
+    adaptive_adversary: bool = _opt(False, "adapt the adversary weight during training as the authors' later code "
+                                    "(branch cAGE) does: +0.001 every iteration, -0.02 (floored at 0) whenever D(e(x)) or "
+                                    "D(e(g(z))) exceeds --adaptive-threshold times the divergence of ideal uniform codes, "
+                                    "both steps scaled by lr / --lr; starts at --adversary-weight; logged as enc/adv_weight")
+    adaptive_threshold: float = _opt(1.05, "with --adaptive-adversary: the factor over the ideal codes' divergence "
+                                     "above which the adversary weight drops (authors: 1.05)")
     no_recon: bool = _opt(False, "ablation (paper fig. 5c): drop every reconstruction term")
     n_gen_steps: int = _opt(2, "generator updates per encoder update (paper: 2)")
     # --- optimisation (paper 3.1) ---
@@ -120,7 +136,7 @@ class TrainConfig:
             return ConfigError(f"--{name.replace('_', '-')}: {why}")
 
         for name, allowed in (("dataset", DATASETS), ("prior", PRIORS), ("divergence", DIVERGENCES), ("amp", AMP_MODES),
-                              ("model", MODELS)):
+                              ("model", MODELS), ("game_scale", GAME_SCALES)):
             value = getattr(self, name)
             if value not in allowed:
                 raise bad(name, f"unknown value {value!r}; choose one of {', '.join(allowed)}")
@@ -130,10 +146,15 @@ class TrainConfig:
             raise bad("image_size", f"unsupported image size {self.image_size}; supported: 32, 64")
         if self.latent_dim < 2:
             raise bad("latent_dim", f"latent size must be >= 2, got {self.latent_dim}")
-        for name in ("mu", "lam", "enc_latent_recon", "gen_image_recon", "lr"):
+        for name in ("mu", "lam", "enc_latent_recon", "gen_image_recon", "adversary_weight", "lr"):
             v = getattr(self, name)
             if not (v >= 0) or v != v or v == float("inf"):
                 raise bad(name, f"must be a finite number >= 0, got {v}")
+        if self.adaptive_threshold <= 0 or self.adaptive_threshold != self.adaptive_threshold:
+            raise bad("adaptive_threshold", f"must be a number > 0, got {self.adaptive_threshold}")
+        if self.adaptive_adversary and self.divergence == "knn":
+            raise bad("adaptive_adversary", "needs a fitted-Gaussian divergence (gaussian or gaussian_reference): "
+                      "its threshold is a multiple of the ideal codes' divergence, which is 0 for the k-NN estimate")
         if self.lr == 0:
             raise bad("lr", "learning rate must be > 0")
         for name in ("beta1", "beta2"):
@@ -185,15 +206,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from its dict (config.json). Keys an older agelab did not write take the value that keeps
+        that run's meaning (:data:`LEGACY_VALUES`), not today's default."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**{**LEGACY_VALUES, **d})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+
+# What a config.json written before a field existed meant by its absence: runs keep their own game.
+LEGACY_VALUES: dict[str, Any] = {"game_scale": "sum"}
 
 # Presets: each is a set of overrides on the TrainConfig defaults.
 # The reconstruction assignment the presets use. The paper's (mu on the encoder,
@@ -201,7 +227,11 @@ class TrainConfig:
 # docs/results.md); putting the latent term on the encoder and the image term on
 # the generator did, in minutes. Both assignments are the same adversarial game
 # (eq. 2) plus reciprocity terms (paper 2.2, theorem 3 holds for either loss).
-SWAPPED = dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)
+SWAPPED = dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0, divergence="gaussian", game_scale="sum")
+# The paper's game at the scale of the authors' code (eq. 5-6: mu = 10 on the encoder, lambda = 1000 on the generator).
+PAPER = dict(mu=10.0, lam=1000.0, enc_latent_recon=0.0, gen_image_recon=0.0, divergence="gaussian_reference",
+             game_scale="mean")
+RECIPES: dict[str, dict[str, Any]] = {"paper": PAPER, "swapped": SWAPPED}
 
 # Every value and its source (paper section or own choice, and why): docs/presets.md.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -214,9 +244,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # hour on 2 CPU cores gets through many epochs (own choice).
     "mnist": dict(dataset="mnist", latent_dim=10, width=32, iterations=20000, lr_halve_every=12000,
                   sample_every=2000, ckpt_every=1000, log_every=50, **SWAPPED),
-    # The paper's own assignment and weights (eq. 5-6, section 3.1), for comparison runs.
-    "mnist-paper": dict(dataset="mnist", latent_dim=10, width=32, iterations=20000, lr_halve_every=10000,
-                        sample_every=2000, ckpt_every=1000, log_every=50),
+    # The paper's game at the authors' scale (eq. 5-6, section 3.1; RECIPES["paper"]), the learning rate halved
+    # about every 5 epochs as the authors' code does by default (drop_lr = 5).
+    "mnist-paper": dict(dataset="mnist", latent_dim=10, width=32, iterations=20000, lr_halve_every=5000,
+                        sample_every=2000, ckpt_every=1000, log_every=50, **PAPER),
     # Not in the paper: Fashion-MNIST with the mnist preset's nets and a larger latent
     # (clothing varies more than digits).
     "fashion-mnist": dict(dataset="fashion-mnist", latent_dim=32, width=32, iterations=20000,
@@ -251,14 +282,21 @@ def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(TrainConfig))
 
 
-def build_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
-    """Preset defaults, then overrides (``None`` values are ignored), validated."""
+def build_config(preset: str | None = None, recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """Preset defaults, then the recipe's game (RECIPES), then overrides (``None`` values are ignored), validated."""
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         values.update(PRESETS[preset])
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise ConfigError(f"--recipe: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        values.update(RECIPES[recipe])
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("model") == "vae" and "prior" not in values:  # the VAE's prior is N(0, I)
         values["prior"] = "gaussian"
-    return TrainConfig.from_dict(values).validate()
+    unknown = sorted(set(values) - {f.name for f in config_fields()})
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    return TrainConfig(**values).validate()

@@ -38,16 +38,32 @@ def kl_gaussian(z: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def kl_gaussian_reference(z: Tensor, eps: float = 1e-8) -> Tensor:
-    """The formula of the original AGE code, kept for comparison runs only.
+    """The formula of the authors' released AGE code (``KLN01Loss``, direction "qp").
 
     It differs from paper eq. 7 in two ways: the variance v_j is used where the
     standard deviation belongs (``(v_j^2 + m_j^2)/2 - log v_j - 1/2``), and the
     terms are averaged over coordinates instead of summed. Its minimiser is still
-    zero mean and unit variance, but its scale and gradients differ from eq. 7.
-    Never the default; select with ``divergence="gaussian_reference"``.
+    zero mean and unit variance, but its scale and gradients differ from eq. 7: at
+    the variance 1/M of codes uniform on the sphere, d/dv is v - 1/v against eq. 7's
+    (1 - 1/v)/2 summed. It is agelab's default divergence because the paper's game
+    trains with it at the authors' weights and not with eq. 7 (docs/results.md).
     """
     mean, var = _batch_moments(z)
     return (0.5 * (var.pow(2) + mean.pow(2)) - torch.log(var + eps) - 0.5).mean()
+
+
+def ideal_gaussian_divergence(name: str, m: int) -> float:
+    """The fitted-Gaussian divergence of ideal codes uniform on the unit sphere S^(M-1): mean 0, variance 1/M.
+
+    ``name`` "gaussian" (eq. 7, summed over the M coordinates) or "gaussian_reference" (the
+    authors' formula, averaged); the floor that the authors' adaptive adversary weight compares with.
+    """
+    v = 1.0 / m
+    if name == "gaussian":
+        return m * (0.5 * v - 0.5 * math.log(v) - 0.5)
+    if name == "gaussian_reference":
+        return 0.5 * v * v - math.log(v) - 0.5
+    raise ValueError(f"no ideal value for divergence {name!r}")
 
 
 def _knn_log_dist(a: Tensor, b: Tensor, k: int, exclude_self: bool) -> Tensor:

@@ -74,8 +74,10 @@ def build_model(cfg: TrainConfig, channels: int) -> AGE:
                             width=cfg.width, prior=cfg.prior, model=cfg.model, res_blocks=cfg.res_blocks)
     if cfg.model in COLORIZATION_MODELS and channels != 3:
         raise ConfigError(f"--model: {cfg.model} colorizes colour (RGB) images; this dataset has {channels} channel(s)")
-    game = GameConfig(divergence=cfg.divergence, mu=cfg.mu, lam=cfg.lam, no_recon=cfg.no_recon,
-                      enc_latent_recon=cfg.enc_latent_recon, gen_image_recon=cfg.gen_image_recon, n_gen_steps=cfg.n_gen_steps, knn_k=cfg.knn_k,
+    game = GameConfig(divergence=cfg.divergence, scale=cfg.game_scale, mu=cfg.mu, lam=cfg.lam, no_recon=cfg.no_recon,
+                      enc_latent_recon=cfg.enc_latent_recon, gen_image_recon=cfg.gen_image_recon,
+                      adversary_weight=cfg.adversary_weight, adaptive_adversary=cfg.adaptive_adversary,
+                      adaptive_threshold=cfg.adaptive_threshold, n_gen_steps=cfg.n_gen_steps, knn_k=cfg.knn_k,
                       knn_prior_samples=cfg.knn_prior_samples)
     return make_model(model_cfg, game)  # the class of cfg.model: AGE, ConditionalAGE or Pix2Pix
 
@@ -319,6 +321,8 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             model.load_state_dict(weights)
             for name, opt in optimizers.items():  # in this run's implementation and memory layout
                 ckpt.load_optimizer_state(opt, st["optimizers"][name])
+            if hasattr(model, "load_train_state"):
+                model.load_train_state(st.get("model", {}))
             set_capturable(optimizers.values(), cfg.cuda_graphs)
             _set_rng_state(st["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -351,7 +355,8 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
         if not shard.is_writer:
             return
         st = {"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(),
-              "lr_scale": lr_scale, "rollbacks": rollbacks}
+              "lr_scale": lr_scale, "rollbacks": rollbacks,
+              "model": model.train_state() if hasattr(model, "train_state") else {}}
         ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
 
     # Loss logs summed on the device since the last log line, in place (so that a CUDA graph can add to them);
@@ -424,6 +429,8 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                 for opt in optimizers.values():
                     for group in opt.param_groups:
                         group["lr"] = lr
+                if hasattr(model, "lr_factor"):  # the adaptive adversary weight's step size
+                    model.lr_factor.fill_(lr / cfg.lr)
                 rows = shard.local_rows(order.indices(step)).to(device)
                 if graphed is None:
                     iteration(rows)

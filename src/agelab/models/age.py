@@ -1,15 +1,20 @@
 """The unconditional AGE model (paper 2, eq. 5-7).
 
-    encoder loss (eq. 6, minimised):  D(e(x)) - D(e(g(z))) + mu * L_X  [+ enc_latent_recon/2 * L_Z]
-    generator loss (eq. 5):           D(e(g(z))) + lam/2 * L_Z          [+ gen_image_recon * L_X]
+    encoder loss (eq. 6, minimised):  D(e(x)) - a * D(e(g(z))) + mu * L_X  [+ enc_latent_recon * L_Z]
+    generator loss (eq. 5):           D(e(g(z))) + lam * L_Z          [+ gen_image_recon * L_X]
 
-    L_X = mean |x - g(e(x))|  (L1 over all pixels),   L_Z = mean_b ||z - e(g(z))||^2
+    L_X = mean |x - g(e(x))|  (L1 over all pixels),   L_Z = mean_b (1 - cos(z, e(g(z)))) / M
 
-with D(.) the divergence of a batch of codes to the prior. ``lam`` is on the
-scale of the paper's code, which weighted 1 - cos(z, e(g(z))); for unit vectors
-1 - cos = ||z - e(g(z))||^2 / 2, hence the 1/2. The bracketed terms are off in
-the paper's setting; the digits/mnist presets use the swapped assignment
-(mu = lam = 0, enc_latent_recon = 1000, gen_image_recon = 10), see config.py.
+with D(.) the divergence of a batch of codes to the prior and a the adversary weight (1 in
+the paper; 0.5 in the authors' Stanford Cars command). This is the scale of the
+authors' released code (``GameConfig.scale = "mean"``): D per latent coordinate (their
+fitted-Gaussian formula averages over the M coordinates; eq. 7 and the k-NN estimate are
+divided by M) and the latent match ``2 - mean(z * e(g(z)))`` over all B x M elements, whose
+gradient is that of (1 - cos) / M. So mu = 10, lam = 1000 mean what the paper's commands
+mean. ``scale = "sum"`` is eq. 7 summed over coordinates and L_Z without the 1/M (agelab's
+meaning before the scale existed; there lam = the authors' lambda / M). For unit vectors
+1 - cos = ||z - e(g(z))||^2 / 2, which is how L_Z is computed. The bracketed terms are off
+in the paper's setting; the swapped recipe (config.SWAPPED) uses them instead of mu and lam.
 """
 
 from __future__ import annotations
@@ -60,11 +65,15 @@ class ModelConfig:
 class GameConfig:
     """Weights of the AGE game; only needed for training."""
 
-    divergence: str = "gaussian"
+    divergence: str = "gaussian_reference"  # the authors' formula
+    scale: str = "mean"  # "mean": D and the latent term per latent coordinate (the authors' code); "sum": eq. 7's sum
     mu: float = 10.0  # image reconstruction, encoder loss (paper)
-    lam: float = 1000.0  # latent reconstruction, generator loss (paper)
+    lam: float = 1000.0  # latent reconstruction, generator loss (paper, on the authors' scale with scale="mean")
     enc_latent_recon: float = 0.0  # latent reconstruction, encoder loss (not in the paper)
     gen_image_recon: float = 0.0  # image reconstruction, generator loss (paper fig. 9 ablation)
+    adversary_weight: float = 1.0  # weight of D(e(g(z))) in the encoder loss (paper: 1); the start with adaptive
+    adaptive_adversary: bool = False  # the authors' later schedule of that weight (AGE._adapt_adversary)
+    adaptive_threshold: float = 1.05
     no_recon: bool = False
     n_gen_steps: int = 2
     knn_k: int = 1
@@ -114,6 +123,10 @@ class AGE(nn.Module):
         # Set by the trainer for --compile: the nets then run only through forward (_stacks_end_products).
         self.compiled = False
         self.build(cfg)
+        # The encoder's weight on D(e(g(z))) (changed by the adaptive schedule) and lr / initial lr, which scales
+        # that schedule's steps: buffers that follow the model's device, kept out of the weights (train_state).
+        self.register_buffer("adversary_weight", torch.tensor(float(self.game.adversary_weight)), persistent=False)
+        self.register_buffer("lr_factor", torch.tensor(1.0), persistent=False)
 
     has_encoder = True  # False for models without e (the DCGAN baseline): no reconstructions or probes
 
@@ -179,14 +192,24 @@ class AGE(nn.Module):
 
     def _divergence(self, z: Tensor) -> Tensor:
         name = self.game.divergence
-        if name == "gaussian":
-            return kl_gaussian(z)
-        if name == "gaussian_reference":
+        if name == "gaussian_reference":  # averaged over the coordinates on either scale
             return kl_gaussian_reference(z)
-        if name == "knn":
+        if name == "gaussian":
+            d = kl_gaussian(z)  # eq. 7: a sum over the M coordinates
+        elif name == "knn":
             y = self.prior.sample(self.game.knn_prior_samples, device=z.device)  # (N, M)
-            return kl_knn(z, y, k=self.game.knn_k, dim=self.prior.intrinsic_dim)
-        raise ValueError(f"unknown divergence {name!r}")
+            d = kl_knn(z, y, k=self.game.knn_k, dim=self.prior.intrinsic_dim)
+        else:
+            raise ValueError(f"unknown divergence {name!r}")
+        return d / z.shape[1] if self.game.scale == "mean" else d
+
+    def _latent_weight(self, weight: float) -> float:
+        """The factor of mean_b ||z - e(g(z))||^2 for a latent weight: weight/2 * (1/M on the authors' scale).
+
+        On unit codes ||z - e(g(z))||^2 / 2 = 1 - cos, so the term is weight * (1 - cos), per coordinate
+        (the authors' ``2 - mean(z * e(g(z)))`` over all B x M elements) with scale="mean".
+        """
+        return 0.5 * weight / (self.cfg.latent_dim if self.game.scale == "mean" else 1)
 
     def _weights(self) -> tuple[float, float, float, float]:
         g = self.game
@@ -225,15 +248,23 @@ class AGE(nn.Module):
             x_fake = self.decode(z, c)  # (B, C, S, S)
         z_real, z_fake = self._encode_real_and_fake(x, x_fake, c)  # (B, M) each
         kl_real, kl_fake = self.divergence(z_real), self.divergence(z_fake)
-        loss = kl_real - kl_fake
         logs = {"kl_real": kl_real.detach(), "kl_fake": kl_fake.detach()}
+        if self.game.adaptive_adversary:
+            weight = self.adversary_weight.clone()  # this update's; the buffer changes for the next one
+            loss = kl_real - weight * kl_fake
+            logs["adv_weight"] = weight
+            self._adapt_adversary(logs["kl_real"], logs["kl_fake"])
+        elif self.game.adversary_weight != 1:
+            loss = kl_real - self.game.adversary_weight * kl_fake
+        else:
+            loss = kl_real - kl_fake
         if mu > 0:
             rec_x = F.l1_loss(self.decode(z_real, c), x)  # mean over all pixels
             loss = loss + mu * rec_x
             logs["rec_x"] = rec_x.detach()
         if enc_z > 0:
             rec_z = self.latent_recon(z, z_fake)
-            loss = loss + 0.5 * enc_z * rec_z
+            loss = loss + self._latent_weight(enc_z) * rec_z
             logs["rec_z"] = rec_z.detach()
         logs["loss"] = loss.detach()
         return loss, logs
@@ -254,7 +285,7 @@ class AGE(nn.Module):
         logs = {"kl_fake": kl_fake.detach()}
         if lam > 0:
             rec_z = self.latent_recon(z, z_fake)
-            loss = loss + 0.5 * lam * rec_z
+            loss = loss + self._latent_weight(lam) * rec_z
             logs["rec_z"] = rec_z.detach()
         if gen_x > 0:
             rec_x = F.l1_loss(x_rec, x)
@@ -262,6 +293,31 @@ class AGE(nn.Module):
             logs["rec_x"] = rec_x.detach()
         logs["loss"] = loss.detach()
         return loss, logs
+
+    def _adapt_adversary(self, kl_real: Tensor, kl_fake: Tensor) -> None:
+        """The authors' adaptive adversary weight (branch cAGE of their code), for the next encoder update.
+
+        +0.001 every iteration; when either divergence of this update exceeds the threshold times
+        the divergence of ideal uniform codes, -0.02 instead of that (net -0.019), floored at 0;
+        both scaled by lr / initial lr. On the device, without a host sync.
+        """
+        from agelab.divergences import ideal_gaussian_divergence
+
+        ideal = ideal_gaussian_divergence(self.game.divergence, self.cfg.latent_dim)
+        if self.game.scale == "mean" and self.game.divergence == "gaussian":
+            ideal /= self.cfg.latent_dim
+        limit = self.game.adaptive_threshold * ideal
+        up = self.adversary_weight + 0.001 * self.lr_factor
+        above = (kl_real > limit) | (kl_fake > limit)
+        self.adversary_weight.copy_(torch.where(above, (up - 0.02 * self.lr_factor).clamp_min(0.0), up))
+
+    def train_state(self) -> dict[str, Tensor]:
+        """What training changes besides the weights (checkpointed in state.pt): the adversary weight."""
+        return {"adversary_weight": self.adversary_weight.detach().clone()}
+
+    def load_train_state(self, state: dict) -> None:
+        if "adversary_weight" in state:
+            self.adversary_weight.copy_(state["adversary_weight"])
 
     def _stacks_end_products(self, net: nn.Module) -> bool:
         """Whether a phase's two passes through ``net`` may share its end layer's matrix product.
