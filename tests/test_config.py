@@ -18,7 +18,9 @@ def test_defaults_are_valid_and_roundtrip_through_json():
 def test_the_default_game_is_the_paper_recipe_and_recipes_override_presets():
     defaults = TrainConfig().to_dict()
     assert all(defaults[k] == v for k, v in PAPER.items()), "TrainConfig's defaults are the paper recipe"
-    assert set(RECIPES) == {"paper", "swapped"}
+    assert set(RECIPES) == {"paper", "paper-adaptive", "swapped"}
+    adaptive = build_config("mnist", "paper-adaptive")
+    assert adaptive.adaptive_adversary and adaptive.adaptive_threshold == 1.3 and adaptive.game_scale == "mean"
     swapped_mnist = build_config("mnist-paper", "swapped", iterations=7)
     assert all(getattr(swapped_mnist, k) == v for k, v in SWAPPED.items()) and swapped_mnist.iterations == 7
     paper_mnist = build_config("mnist", "paper", mu=3.0)  # options still override the recipe
@@ -43,7 +45,9 @@ def test_from_dict_rejects_unknown_keys():
 
 def test_presets_then_overrides():
     cfg = build_config("mnist", iterations=7, lam=None)
-    assert (cfg.dataset, cfg.latent_dim, cfg.iterations, cfg.enc_latent_recon) == ("mnist", 10, 7, 1000.0)
+    assert (cfg.dataset, cfg.latent_dim, cfg.iterations, cfg.lam, cfg.adaptive_adversary) == ("mnist", 10, 7, 1000.0,
+                                                                                              True)
+    assert build_config("digits").enc_latent_recon == 1000.0  # the swapped recipe
     paper = build_config("mnist-paper")
     assert (paper.mu, paper.lam, paper.enc_latent_recon, paper.gen_image_recon) == (10.0, 1000.0, 0.0, 0.0)
     assert (paper.divergence, paper.game_scale) == ("gaussian_reference", "mean")

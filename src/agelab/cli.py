@@ -46,8 +46,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                         "any option below overrides it")
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="the AGE game over the preset's: 'paper' (mu = 10 on the encoder, lambda = 1000 on the generator, "
-                        "the authors' divergence and scale) or 'swapped' (the image term on the generator and the latent "
-                        "term on the encoder: blurrier samples, closer reconstructions; docs/results.md); options "
+                        "the authors' divergence and scale), 'paper-adaptive' (the same with the authors' adaptive "
+                        "adversary weight, threshold 1.3: what trains it here) or 'swapped' (the image term on the "
+                        "generator and the latent term on the encoder: blurrier samples; docs/results.md); options "
                         "below override it")
     p.add_argument("--resume", metavar="RUN", help="continue this run folder from its newest good checkpoint "
                    "(only --iterations and logging/device options may change)")
