@@ -18,6 +18,21 @@ from pathlib import Path
 TRAIN_IMAGES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
 
 
+def _recipe(cfg: dict) -> str:
+    """Which AGE game a run's config.json trained: the paper's (with or without the adaptive adversary weight)
+    or the swapped recipe, and its divergence when it is not that recipe's own."""
+    scale = cfg.get("game_scale", "sum")  # config.json files written before the option mean "sum"
+    if cfg.get("mu", 10.0) == 0 and cfg.get("gen_image_recon", 0.0) > 0:
+        name, own = "swapped", "gaussian"
+    else:
+        name = "paper, adaptive adversary" if cfg.get("adaptive_adversary") else "paper"
+        own = "gaussian_reference" if scale == "mean" else "gaussian"
+    divergence = cfg.get("divergence", own)
+    if divergence != own:
+        name += ", reference KL" if divergence == "gaussian_reference" else f", {divergence}"
+    return name
+
+
 def _metric(metrics: dict, name: str, fmt: str, floor: bool = False) -> str:
     e = metrics.get(name)
     if e is None:
@@ -39,7 +54,9 @@ def row(run: Path) -> str:
     m = ev["metrics"]
     ll = ev.get("log_likelihood")
     ll_text = f"{ll['value']:.1f} ± {ll['std_error']:.1f}" if ll else "—"
-    model = cfg.get("model", "age") + (" (reference KL)" if cfg.get("divergence") == "gaussian_reference" else "")
+    model = cfg.get("model", "age")
+    if model in ("age", "cage"):
+        model += f" ({_recipe(cfg)})"
     cells = [model, cfg["dataset"], f"{ev['step']} ({epochs:.1f})", f"{s_epoch:.0f}",
              _metric(m, "fid", ".2f", True), _metric(m, "kid", ".4f", True), _metric(m, "precision", ".2f"),
              _metric(m, "recall", ".2f"), _metric(m, "recon_l1", ".3f"), _metric(m, "recon_psnr", ".1f"),
