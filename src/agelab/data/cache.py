@@ -98,7 +98,9 @@ def _entry_stem(req: _Request, sources: Sequence[Path]) -> tuple[str, dict]:
 
 
 def _read_entry(folder: Path, stem: str, key_data: dict):
-    """The cached (images, labels) of this entry, memory-mapped, or None when absent or unusable."""
+    """The cached (images, labels, notes) of this entry, memory-mapped, or None when absent or unusable.
+
+    ``notes`` are the warnings that decoding it gave (e.g. skipped unreadable files)."""
     meta_path = folder / f"{stem}.json"
     if not meta_path.is_file():
         return None
@@ -111,7 +113,7 @@ def _read_entry(folder: Path, stem: str, key_data: dict):
         if (images.dtype != np.uint8 or list(images.shape) != meta["shape"]
                 or labels.shape != (images.shape[0],)):
             return None
-        return images, labels
+        return images, labels, [str(n) for n in meta.get("notes", [])]
     except (OSError, ValueError, KeyError, TypeError, EOFError):  # truncated, damaged, unreadable
         return None
 
@@ -126,11 +128,13 @@ def _save(path: Path, array: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_entry(folder: Path, stem: str, key_data: dict, images: np.ndarray, labels: np.ndarray) -> None:
+def _write_entry(folder: Path, stem: str, key_data: dict, images: np.ndarray, labels: np.ndarray,
+                 notes: Sequence[str] = ()) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     _save(folder / f"{stem}.npy", images)
     _save(folder / f"{stem}.labels.npy", labels)
-    meta = {"key": key_data, "shape": list(images.shape), "format": "numpy .npy, uint8 (N, C, H, W)"}
+    meta = {"key": key_data, "shape": list(images.shape), "format": "numpy .npy, uint8 (N, C, H, W)",
+            "notes": list(notes)}
     tmp = folder / f".{stem}.json.{secrets.token_hex(4)}.tmp"
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, folder / f"{stem}.json")  # last: the entry exists only once this name does
@@ -168,9 +172,16 @@ def cached(sources: Sequence[Path], decode: Callable[[], "ImageData"]) -> "Image
     for folder in folders:
         hit = _read_entry(folder, stem, key_data)
         if hit is not None:
-            images, labels = hit
+            images, labels, notes = hit
+            for note in notes:  # what decoding said (skipped files) is said again for the cached copy
+                warnings.warn(f"{note} (in the cached copy decoded earlier)", stacklevel=2)
             return ImageData(req.name, req.split, torch.from_numpy(images), torch.from_numpy(labels))
-    data = decode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = decode()
+    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    for w in caught:  # passed on as they came
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     data.images = fit_to_size(data.images, req.size).contiguous()
     images, labels = data.images.numpy(), data.labels.numpy().astype(np.int64)
     errors = []
@@ -179,7 +190,7 @@ def cached(sources: Sequence[Path], decode: Callable[[], "ImageData"]) -> "Image
             errors.append(f"{folder.parent}: read-only")
             continue
         try:
-            _write_entry(folder, stem, key_data, images, labels)
+            _write_entry(folder, stem, key_data, images, labels, notes)
             break
         except OSError as exc:  # read-only data root, full disk: try the next root
             errors.append(f"{folder}: {exc.strerror or exc}")
