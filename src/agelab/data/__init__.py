@@ -36,6 +36,12 @@ class ImageData:
         return self.images.shape[1]
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/agelab`` (``~/.cache/agelab`` without XDG_CACHE_HOME): agelab's per-user cache folder
+    (a data root, the domain classifiers, the Inception weights, real-data features)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agelab"
+
+
 def data_roots(data_root: str | os.PathLike | None) -> list[Path]:
     """Folders searched for dataset files, in order: --data-root, $AGELAB_DATA, the per-user cache."""
     roots = []
@@ -43,8 +49,7 @@ def data_roots(data_root: str | os.PathLike | None) -> list[Path]:
         roots.append(Path(data_root).expanduser())
     if os.environ.get("AGELAB_DATA"):
         roots.append(Path(os.environ["AGELAB_DATA"]).expanduser())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agelab"
-    roots.append(cache)
+    roots.append(user_cache_dir())
     return roots
 
 

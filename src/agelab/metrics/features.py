@@ -47,11 +47,6 @@ class InceptionWeightsError(MetricsError):
     """The FID Inception weights are missing or are not the FID Inception's."""
 
 
-def agelab_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/agelab`` (``~/.cache/agelab`` without XDG_CACHE_HOME): agelab's per-user cache."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agelab"
-
-
 def _to_255(x: Tensor) -> Tensor:
     """uint8 [0, 255] or float [-1, 1] -> float [0, 255]."""
     return x.float() if x.dtype == torch.uint8 else (x.float() + 1.0) * 127.5
@@ -353,7 +348,9 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
 
 def default_inception_path() -> Path:
     """``$XDG_CACHE_HOME/agelab/pt_inception-2015-12-05-6726825d.pth`` (``~/.cache/agelab/...``)."""
-    return agelab_cache_dir() / INCEPTION_FILE
+    from agelab.data import user_cache_dir
+
+    return user_cache_dir() / INCEPTION_FILE
 
 
 def missing_weights_message(where: Path) -> str:

