@@ -116,11 +116,11 @@ def images_digest(images: Tensor) -> str:
 
 def real_stats_path(extractor_name: str, dataset: str, split: str, image_size: int, n: int, digest: str) -> Path:
     """``$XDG_CACHE_HOME/agelab/real-stats/<dataset>-<split>-<size>px-n<n>-<extractor>-<hash>.npz``."""
-    from agelab.metrics.features import agelab_cache_dir
+    from agelab.data import user_cache_dir
 
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", extractor_name)
     key = hashlib.sha256(f"{REAL_STATS_FORMAT}|{extractor_name}|{digest}".encode()).hexdigest()[:16]
-    return agelab_cache_dir() / "real-stats" / f"{dataset}-{split}-{image_size}px-n{n}-{slug}-{key}.npz"
+    return user_cache_dir() / "real-stats" / f"{dataset}-{split}-{image_size}px-n{n}-{slug}-{key}.npz"
 
 
 def _read_real_stats(path: Path, meta_expected: dict) -> tuple[Tensor, Tensor | None] | None:
@@ -169,25 +169,21 @@ def real_features(extractor: FeatureExtractor, images: Tensor, *, dataset: str, 
     holds the dataset, split, image size, extractor name, number of images and a hash of the
     images. ``log`` gets one record per set: cache file, whether it was read, time, images/s.
     """
-    record = {"set": desc.removeprefix("features: "), "n": len(images), "cache": None, "from_cache": False}
     path = meta = None
     if extractor.stable_name:
         digest = images_digest(images)
         path = real_stats_path(extractor.name, dataset, split, image_size, len(images), digest)
         meta = {"format": REAL_STATS_FORMAT, "extractor": extractor.name, "dataset": dataset, "split": split,
                 "image_size": image_size, "n": len(images), "dim": extractor.num_features, "images_sha256": digest}
-        record["cache"] = str(path)
         cached = _read_real_stats(path, meta) if path.is_file() else None
         if cached is not None:
-            record["from_cache"] = True
             if log is not None:
-                log.append(record)
+                log.append({"set": desc.removeprefix("features: "), "n": len(images), "cache": str(path),
+                            "from_cache": True})
             return cached
-    started = time.perf_counter()
-    feats, logits = extractor.extract(images, batch_size, progress, desc)
-    seconds = time.perf_counter() - started
-    record.update(seconds=round(seconds, 2), images_per_s=round(len(images) / max(seconds, 1e-9), 2))
+    (feats, logits), record = _timed_extract(extractor, images, batch_size, progress, desc)
     if path is not None:
+        record["cache"] = str(path)
         try:
             _write_real_stats(path, meta, feats, logits)
         except OSError as exc:  # a read-only or full cache: the evaluation goes on
@@ -198,15 +194,14 @@ def real_features(extractor: FeatureExtractor, images: Tensor, *, dataset: str, 
     return feats, logits
 
 
-def _timed_extract(extractor: FeatureExtractor, images: Tensor, batch_size: int, progress: bool, desc: str,
-                   log: list) -> tuple[Tensor, Tensor | None]:
-    """extractor.extract, with a record (time, images/s) in ``log``."""
+def _timed_extract(extractor: FeatureExtractor, images: Tensor, batch_size: int, progress: bool,
+                   desc: str) -> tuple[tuple[Tensor, Tensor | None], dict]:
+    """extractor.extract and the record of this feature set (no cache; time, images/s)."""
     started = time.perf_counter()
     out = extractor.extract(images, batch_size, progress, desc)
     seconds = time.perf_counter() - started
-    log.append({"set": desc.removeprefix("features: "), "n": len(images), "cache": None, "from_cache": False,
-                "seconds": round(seconds, 2), "images_per_s": round(len(images) / max(seconds, 1e-9), 2)})
-    return out
+    return out, {"set": desc.removeprefix("features: "), "n": len(images), "cache": None, "from_cache": False,
+                 "seconds": round(seconds, 2), "images_per_s": round(len(images) / max(seconds, 1e-9), 2)}
 
 
 def _speed(log: list) -> dict | None:
@@ -320,7 +315,8 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
     real_key = dict(dataset=cfg.dataset, image_size=cfg.image_size, batch_size=batch_size, progress=progress,
                     log=feature_log)
     f_real, _ = real_features(extractor, test.images, split="test", desc="features: test split", **real_key)
-    f_fake, lg_fake = _timed_extract(extractor, fake, batch_size, progress, "features: samples", feature_log)
+    (f_fake, lg_fake), fake_record = _timed_extract(extractor, fake, batch_size, progress, "features: samples")
+    feature_log.append(fake_record)
     f_floor, lg_floor = real_features(extractor, train.images[floor_idx], split="train", **real_key,
                                       desc=f"features: train split ({n} random images, seed {seed})")
     try:
