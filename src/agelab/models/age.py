@@ -192,16 +192,19 @@ class AGE(nn.Module):
 
     def _divergence(self, z: Tensor) -> Tensor:
         name = self.game.divergence
-        if name == "gaussian_reference":  # averaged over the coordinates on either scale
+        if name == "gaussian_reference":
             return kl_gaussian_reference(z)
         if name == "gaussian":
-            d = kl_gaussian(z)  # eq. 7: a sum over the M coordinates
-        elif name == "knn":
+            return self._on_scale(kl_gaussian(z))
+        if name == "knn":
             y = self.prior.sample(self.game.knn_prior_samples, device=z.device)  # (N, M)
-            d = kl_knn(z, y, k=self.game.knn_k, dim=self.prior.intrinsic_dim)
-        else:
-            raise ValueError(f"unknown divergence {name!r}")
-        return d / z.shape[1] if self.game.scale == "mean" else d
+            return self._on_scale(kl_knn(z, y, k=self.game.knn_k, dim=self.prior.intrinsic_dim))
+        raise ValueError(f"unknown divergence {name!r}")
+
+    def _on_scale(self, d):
+        """A divergence that sums over the M coordinates (eq. 7, the k-NN estimate), per coordinate on the
+        authors' scale; the authors' formula already averages and is used as it is on either scale."""
+        return d / self.cfg.latent_dim if self.game.scale == "mean" else d
 
     def _latent_weight(self, weight: float) -> float:
         """The factor of mean_b ||z - e(g(z))||^2 for a latent weight: weight/2 * (1/M on the authors' scale).
@@ -251,13 +254,11 @@ class AGE(nn.Module):
         logs = {"kl_real": kl_real.detach(), "kl_fake": kl_fake.detach()}
         if self.game.adaptive_adversary:
             weight = self.adversary_weight.clone()  # this update's; the buffer changes for the next one
-            loss = kl_real - weight * kl_fake
             logs["adv_weight"] = weight
             self._adapt_adversary(logs["kl_real"], logs["kl_fake"])
-        elif self.game.adversary_weight != 1:
-            loss = kl_real - self.game.adversary_weight * kl_fake
         else:
-            loss = kl_real - kl_fake
+            weight = self.game.adversary_weight  # 1 in the paper: x * 1.0 is exact, the loss and gradients as without
+        loss = kl_real - weight * kl_fake
         if mu > 0:
             rec_x = F.l1_loss(self.decode(z_real, c), x)  # mean over all pixels
             loss = loss + mu * rec_x
@@ -304,8 +305,8 @@ class AGE(nn.Module):
         from agelab.divergences import ideal_gaussian_divergence
 
         ideal = ideal_gaussian_divergence(self.game.divergence, self.cfg.latent_dim)
-        if self.game.scale == "mean" and self.game.divergence == "gaussian":
-            ideal /= self.cfg.latent_dim
+        if self.game.divergence == "gaussian":
+            ideal = self._on_scale(ideal)
         limit = self.game.adaptive_threshold * ideal
         up = self.adversary_weight + 0.001 * self.lr_factor
         above = (kl_real > limit) | (kl_fake > limit)
