@@ -208,14 +208,18 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         """A config from its dict (config.json). Keys an older agelab did not write take the value that keeps
         that run's meaning (:data:`LEGACY_VALUES`), not today's default."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**{**LEGACY_VALUES, **d})
+        return cls(**{**LEGACY_VALUES, **_known_keys(d)})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _known_keys(d: dict) -> dict:
+    """``d``, or a ConfigError naming the keys that are no TrainConfig field."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    return d
 
 
 # What a config.json written before a field existed meant by its absence: runs keep their own game.
@@ -303,7 +307,4 @@ def build_config(preset: str | None = None, recipe: str | None = None, **overrid
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("model") == "vae" and "prior" not in values:  # the VAE's prior is N(0, I)
         values["prior"] = "gaussian"
-    unknown = sorted(set(values) - {f.name for f in config_fields()})
-    if unknown:
-        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-    return TrainConfig(**values).validate()
+    return TrainConfig(**_known_keys(values)).validate()
