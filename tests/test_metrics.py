@@ -182,6 +182,29 @@ def test_inception_path_runs_with_random_weights_and_loads_a_weights_file(tmp_pa
     assert "torchvision" not in sys.modules and "torch_fidelity" not in sys.modules
 
 
+def test_inception_features_come_from_the_folded_network_and_match_the_plain_one():
+    """features() runs the batch-norm-folded, channels-last copy; it must give the plain network's features."""
+    torch.manual_seed(0)
+    net = FIDInceptionV3(with_logits=False)
+    for m in net.modules():  # normalisation statistics that are not the identity, so the folding has work to do
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.2, 0.2)
+    ext = InceptionExtractor(net, input_size=75)
+    x = torch.rand(3, 3, 75, 75) * 2 - 1
+    with torch.no_grad():
+        plain, _ = net(x)
+        folded, _ = ext._inference_net()(x)
+        via_features = ext.features(torch.rand(2, 3, 16, 16) * 2 - 1)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ext._inference_net().modules())
+    assert set(ext.state_dict()) == {f"net.{k}" for k in net.state_dict()}  # the copy is not part of the state
+    assert float((folded - plain).norm() / plain.norm()) < 1e-5  # rounding only
+    assert via_features.shape == (2, 2048)
+    ext.double()  # moving the extractor folds again from the moved weights
+    assert ext._inference_net().Conv2d_1a_3x3.conv.weight.dtype == torch.float64
+
+
 def test_missing_inception_weights_give_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.delenv(INCEPTION_ENV, raising=False)
     where = tmp_path / "nowhere" / INCEPTION_FILE
