@@ -248,3 +248,30 @@ def test_classifier_extractor_gives_penultimate_features_and_logits(tmp_path):
         ext.features(torch.zeros(2, 3, 32, 32))
     with pytest.raises(MetricsError, match="not found"):
         ClassifierExtractor.from_file(tmp_path / "missing.safetensors")
+
+
+def test_summary_and_eval_report_the_same_reconstruction_errors():
+    """summary.json (agelab.sampling) and eval.json (agelab.metrics) give one set of numbers, a perfect copy 100 dB."""
+    from agelab.sampling import reconstruction_errors
+
+    class Copier(torch.nn.Module):  # g(e(x)) = x + noise: a model with a known reconstruction
+        def __init__(self, noise: float):
+            super().__init__()
+            self.noise, self.anchor = noise, torch.nn.Parameter(torch.zeros(1))
+
+        @property
+        def device(self):
+            return self.anchor.device
+
+        def reconstruct(self, x):
+            return (x + self.noise * torch.sin(50 * x)).clamp(-1, 1)  # per pixel: batching does not change it
+
+    x = torch.rand(10, 1, 8, 8) * 1.6 - 0.8
+    perfect = reconstruction_errors(Copier(0.0), x, batch=4)
+    assert perfect == {"l1": 0.0, "mse": 0.0, "psnr": 100.0}
+    noisy = Copier(0.1)
+    summary = reconstruction_errors(noisy, x, batch=4)
+    evaluated = image_errors(x, noisy.reconstruct(x))
+    assert set(evaluated) == set(summary) | {"ssim"}
+    assert all(summary[k] == pytest.approx(evaluated[k], rel=1e-6) for k in summary)
+    assert summary["psnr"] == pytest.approx(10 * math.log10(4 / summary["mse"]), rel=0.05)  # per-image mean ~ total

@@ -70,17 +70,9 @@ def latent_interpolation_rows(model, za: Tensor, zb: Tensor, steps: int = 8) -> 
     return model.decode(z)
 
 
-@torch.no_grad()
 def reconstruction_errors(model, x: Tensor, batch: int = 256) -> dict[str, float]:
-    """Mean L1 and MSE in [-1, 1] units, and PSNR in dB on the [0, 1] scale."""
-    l1 = mse = 0.0
-    psnr = []
-    for i in range(0, len(x), batch):
-        xb = x[i : i + batch]
-        rec = model.reconstruct(xb)
-        l1 += (rec - xb).abs().mean(dim=(1, 2, 3)).sum().item()
-        per_img_mse = (rec - xb).pow(2).mean(dim=(1, 2, 3))
-        mse += per_img_mse.sum().item()
-        psnr.append(10 * torch.log10(4.0 / per_img_mse.clamp_min(1e-12)))  # range 2 in [-1,1] -> peak^2 = 4
-    n = len(x)
-    return {"l1": l1 / n, "mse": mse / n, "psnr": torch.cat(psnr).mean().item()}
+    """Mean L1 and MSE of g(e(x)) in [-1, 1] units, and PSNR in dB on the [0, 1] scale (capped at 100 dB), as
+    :func:`agelab.metrics.reconstruction.image_errors` computes them for eval.json."""
+    from agelab.metrics.reconstruction import image_errors, reconstruct_all
+
+    return image_errors(x.cpu(), reconstruct_all(model, x, batch), batch, ssim=False)

@@ -31,13 +31,14 @@ def reconstruct_all(model, x: Tensor, batch: int = 256, progress: bool = False) 
 
 
 @torch.no_grad()
-def image_errors(x: Tensor, rec: Tensor, batch: int = 256) -> dict[str, float]:
-    """L1, MSE ([-1, 1] units), PSNR (dB) and SSIM between images and reconstructions (N, C, S, S) in [-1, 1]."""
+def image_errors(x: Tensor, rec: Tensor, batch: int = 256, ssim: bool = True) -> dict[str, float]:
+    """L1, MSE ([-1, 1] units), PSNR (dB) and (``ssim``) SSIM between images and reconstructions (N, C, S, S) in
+    [-1, 1]. The one definition of these numbers: summary.json, eval.json, ``agelab reconstruct`` and the demo."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     if x.shape != rec.shape or len(x) == 0:
         raise ValueError(f"expected two equal, non-empty image batches, got {tuple(x.shape)} and {tuple(rec.shape)}")
-    sums = {"l1": 0.0, "mse": 0.0, "psnr": 0.0, "ssim": 0.0}
+    sums = {"l1": 0.0, "mse": 0.0, "psnr": 0.0} | ({"ssim": 0.0} if ssim else {})
     for i in range(0, len(x), batch):
         xb, rb = x[i : i + batch].float(), rec[i : i + batch].float()  # float32: SSIM's convolutions are slow in float64
         diff = rb - xb
@@ -45,8 +46,9 @@ def image_errors(x: Tensor, rec: Tensor, batch: int = 256) -> dict[str, float]:
         sums["mse"] += diff.pow(2).mean(dim=(1, 2, 3)).sum().item()
         psnr = peak_signal_noise_ratio(rb, xb, data_range=2.0, reduction="none", dim=(1, 2, 3))  # (B,)
         sums["psnr"] += psnr.clamp(max=100.0).sum().item()  # a perfect copy counts as 100 dB, not inf
-        ssim = structural_similarity_index_measure((rb + 1) / 2, (xb + 1) / 2, data_range=1.0, reduction="none")
-        sums["ssim"] += ssim.sum().item()  # (B,)
+        if ssim:
+            sims = structural_similarity_index_measure((rb + 1) / 2, (xb + 1) / 2, data_range=1.0, reduction="none")
+            sums["ssim"] += sims.sum().item()  # (B,)
     return {k: v / len(x) for k, v in sums.items()}
 
 
