@@ -26,7 +26,7 @@ from agelab import runs, trainer
 from agelab.checkpoint import list_checkpoints, remove_stale_temporaries
 from agelab.cli import main
 from agelab.config import PRESETS, TrainConfig, build_config
-from agelab.runs import create_run_dir, read_metrics, read_status
+from agelab.runs import Run, create_run_dir, read_metrics, read_status
 from agelab.trainer import TrainingError, train
 from conftest import assert_same_tensors, checkpoint_weights, flip_byte, run_dirs, tiny_config
 
@@ -378,7 +378,7 @@ def test_a_run_folder_from_before_the_game_scale_keeps_its_game(tmp_path):
     saved = json.loads((run / "config.json").read_text())
     del saved["game_scale"]  # as the older agelab wrote it
     (run / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
-    assert trainer.read_run_config(run).game_scale == "sum"
+    assert Run(run).config().game_scale == "sum"
 
     trainer.train(resume=run, overrides={"iterations": 4}, progress=False)
     same = trainer.train(cfg.replace(out_dir=str(tmp_path / "explicit")), progress=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import typing
 import warnings
@@ -90,14 +89,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dir_of(path: Path) -> Path | None:
-    """The run folder that holds a run path or a checkpoint path, if any."""
-    for candidate in (path, path.parent.parent):
-        if (candidate / "config.json").is_file():
-            return candidate
-    return None
-
-
 def _check_output(option: str, path: str | None, suffix: str) -> None:
     """Fail before any work (and before writing anything) when an output path cannot be written."""
     if path is None:
@@ -131,8 +122,10 @@ def _load(args, colorization: bool = False):
 def _default_out(args, name: str) -> Path:
     if args.out:
         return Path(args.out)
-    run = _run_dir_of(Path(args.run))
-    folder = (run / "outputs") if run else Path(".")
+    from agelab.runs import Run
+
+    run = Run.find(args.run)
+    folder = (run.path / "outputs") if run else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
 
@@ -141,18 +134,17 @@ def _held_out(args, model):
     """Held-out images (float, [-1, 1]) of the dataset the model was trained on."""
     from agelab.data import load_dataset, to_float
 
-    run = _run_dir_of(Path(args.run))
+    from agelab.checkpoint import CheckpointError
+    from agelab.runs import Run
+
+    run = Run.find(args.run)
     saved = {}
     if run:
         try:
-            saved = json.loads((run / "config.json").read_text())
-            if not isinstance(saved, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:  # damaged config.json: usable only when --dataset says what to read
+            saved = run.config().to_dict()
+        except CheckpointError as exc:  # damaged config.json: usable only when --dataset says what to read
             if not args.dataset:
-                raise UsageError(f"{run / 'config.json'} is unreadable ({first_line(exc)}); "
-                                 "pass --dataset (and --data-root)") from None
-            saved = {}
+                raise UsageError(f"{first_line(exc)}; pass --dataset (and --data-root)") from None
     dataset = args.dataset or saved.get("dataset")
     if dataset is None:
         raise UsageError("--dataset is needed: the checkpoint is not inside a run folder with a config.json")

@@ -228,8 +228,10 @@ def write_colorization_report(run_dir: Path) -> Path:
 
     from agelab.report import _img, plot_curves
 
-    config = json.loads((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    from agelab.runs import Run
+
+    run = Run(Path(run_dir))
+    config, summary = run.config().to_dict(), run.summary()
     curves = plot_curves(run_dir, run_dir / "curves.png")
     metrics = summary.get("colorization", {})
     rows = [("iterations", summary.get("step", "?")), ("model", summary.get("model", "?"))]

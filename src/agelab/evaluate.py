@@ -48,14 +48,6 @@ from agelab.metrics.features import ClassifierExtractor, FeatureExtractor, Incep
 FEATURE_KINDS = ("classifier", "inception")
 
 
-def _find_run(path: Path) -> Path:
-    """The run folder of a run path or of a checkpoint folder inside one."""
-    for candidate in (path, path.parent.parent):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise MetricsError(f"{path} is not a run folder (no config.json) nor a checkpoint folder inside one")
-
-
 def _no_classifier_message(dataset: str, path: Path) -> str:
     return (f"no classifier for {dataset} at {path}: train one with `agelab train-classifier --dataset {dataset}` "
             f"(it writes there by default) or pass --classifier FILE")
@@ -230,7 +222,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
     """
     import agelab
     from agelab.metrics.probe import PROBE_SOURCES
-    from agelab.trainer import read_run_config
+    from agelab.runs import Run
 
     if isinstance(features, str) and features not in FEATURE_KINDS:
         raise MetricsError(f"--features must be one of {', '.join(FEATURE_KINDS)}, got {features!r}")
@@ -239,8 +231,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
     if n_samples < 4:
         raise MetricsError(f"--n-samples must be at least 4, got {n_samples}")
     path = Path(run_dir)
-    run = _find_run(path)
-    cfg = read_run_config(run)
+    run_obj = Run.of(path)
+    run, cfg = run_obj.path, run_obj.config()
     started = time.perf_counter()
 
     # ---- model and extractors (a missing weights file or classifier fails before any long work) ----------

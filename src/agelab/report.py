@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from agelab.runs import read_metrics
@@ -47,8 +46,10 @@ def _img(path: Path) -> str:
 
 def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    from agelab.runs import Run
+
+    run = Run(Path(run_dir))
+    config, summary = run.config().to_dict(), run.summary()
     curves = plot_curves(run_dir, run_dir / "curves.png")
     records = read_metrics(run_dir)
     last = records[-1] if records else {}

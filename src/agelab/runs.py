@@ -1,5 +1,8 @@
 """Run folders: ``runs/NNNNN-<dataset>-<tag>/`` with config, metrics and status.
 
+:class:`Run` is how every command reads a run folder (resolve a run or checkpoint path,
+its validated config, status, summary, metrics); the functions below write them.
+
 Folder numbers are claimed with ``mkdir``, which is atomic: two processes that
 start at the same moment never get the same folder. Where ``fcntl`` exists, the
 listing and the ``mkdir`` also run under an exclusive lock on ``<out_dir>/.lock``,
@@ -8,12 +11,18 @@ so two runs with different datasets or tags never share a number either.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from agelab.checkpoint import CheckpointError
+from agelab.config import TrainConfig
+from agelab.errors import first_line
 
 try:
     import fcntl
@@ -130,3 +139,74 @@ def read_metrics(run_dir: Path, events: bool = False) -> list[dict]:
         if isinstance(record, dict) and (events or "event" not in record):
             records.append(record)
     return records
+
+
+def _fits_field(value, default) -> bool:
+    """Whether a value read from JSON has the type of a TrainConfig field with this default."""
+    if default is None:  # optional strings (data_root)
+        return value is None or isinstance(value, str)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # JSON true/false where a number belongs
+        return False
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder (the one holding ``config.json``), read the same way by every command.
+
+    :meth:`find` / :meth:`of` resolve a run folder or a checkpoint folder inside one
+    (``RUN/checkpoints/step-NNNNNNN``) to the run folder.
+    """
+
+    path: Path
+
+    @classmethod
+    def find(cls, path: str | os.PathLike) -> "Run | None":
+        """The run that holds ``path`` (a run folder or a checkpoint folder inside one), or None."""
+        path = Path(path)
+        for candidate in (path, path.parent.parent):
+            if (candidate / "config.json").is_file():
+                return cls(candidate)
+        return None
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> "Run":
+        """As :meth:`find`, but a path outside any run is a CheckpointError that says so."""
+        run = cls.find(path)
+        if run is None:
+            raise CheckpointError(f"{path}: not a run folder (no config.json) nor a checkpoint folder inside one")
+        return run
+
+    def config(self) -> TrainConfig:
+        """The validated ``config.json``; a damaged or hand-broken one is a CheckpointError naming the file."""
+        where = self.path / "config.json"
+        try:
+            cfg = TrainConfig.from_dict(json.loads(where.read_text()))
+            for f in dataclasses.fields(cfg):  # JSON edited by hand: a string or a float where an int belongs
+                value = getattr(cfg, f.name)
+                if not _fits_field(value, f.default):
+                    kind = type(f.default) if f.default is not None else str
+                    raise TypeError(f"{f.name} = {value!r} is not of type {kind.__name__}")
+            return cfg.validate()
+        except (ValueError, TypeError, AttributeError) as exc:  # bad JSON or values (ConfigError is a ValueError)
+            raise CheckpointError(f"{where}: not a valid run config ({first_line(exc)})") from None
+
+    def status(self) -> dict:
+        """``status.json`` ({} when missing or torn)."""
+        return read_status(self.path)
+
+    def summary(self) -> dict:
+        """``summary.json``, written when training ends ({} before that or when unreadable)."""
+        try:
+            data = json.loads((self.path / "summary.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def metrics(self, events: bool = False) -> list[dict]:
+        """The records of ``metrics.jsonl`` (see :func:`read_metrics`)."""
+        return read_metrics(self.path, events=events)

@@ -148,7 +148,7 @@ class Demo:
     def __init__(self, run: str | Path, data_root: str | None = None, device: str = "cpu",
                  test_split: bool = True, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                  max_pixels: int = MAX_IMAGE_PIXELS):
-        from agelab.cli import _run_dir_of
+        from agelab.runs import Run
 
         self.run = Path(run)
         self.model = agelab.load(run, device=device)
@@ -157,8 +157,9 @@ class Demo:
         self.conditional = self.kind in COLORIZATION_MODELS
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.lock = threading.Lock()  # one model call at a time (requests are served from a thread pool)
-        self.run_dir = _run_dir_of(self.run)
-        self.config = self._read_config()
+        found = Run.find(self.run)
+        self.run_dir = found.path if found else None
+        self.config = self._read_config(found)
         self.dataset = self.config.get("dataset")
         self.data_root = data_root or self.config.get("data_root")
         self.test: Tensor | None = None  # uint8 (N, C, S, S)
@@ -171,13 +172,17 @@ class Demo:
             self.test_error = "disabled" if not test_split else "the checkpoint is not inside a run folder"
             self._test_done.set()
 
-    def _read_config(self) -> dict:
-        if self.run_dir is None:
+    @staticmethod
+    def _read_config(run) -> dict:
+        """The run's config as a dict; {} outside a run folder or when config.json is damaged (the test split is
+        then off: the model itself loads from its checkpoint's model.json)."""
+        from agelab.checkpoint import CheckpointError
+
+        if run is None:
             return {}
         try:
-            cfg = json.loads((self.run_dir / "config.json").read_text())
-            return cfg if isinstance(cfg, dict) else {}
-        except (OSError, ValueError):
+            return run.config().to_dict()
+        except CheckpointError:
             return {}
 
     def _warm_up(self) -> None:

@@ -27,7 +27,6 @@ state, from rank 0).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -48,7 +47,7 @@ from agelab.distributed import Shard, launch_from_env, local_batch_size, start, 
 from agelab.errors import first_line
 from agelab.models import COLORIZATION_MODELS, make_model
 from agelab.models.age import AGE, GameConfig, ModelConfig
-from agelab.runs import MetricsLog, create_run_dir, write_status
+from agelab.runs import MetricsLog, Run, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
 RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "no_cache", "strict", "channels_last", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
@@ -149,34 +148,6 @@ def check_resume_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
     return saved.replace(**{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE_CHANGES}).validate()
 
 
-def _fits_field(value, default) -> bool:
-    """Whether a value read from JSON has the type of a TrainConfig field with this default."""
-    if default is None:  # optional strings (data_root)
-        return value is None or isinstance(value, str)
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(value, bool):  # JSON true/false where a number belongs
-        return False
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
-def read_run_config(run_dir: Path) -> TrainConfig:
-    """The validated config.json of a run folder; a damaged one is a CheckpointError naming the file."""
-    path = run_dir / "config.json"
-    try:
-        cfg = TrainConfig.from_dict(json.loads(path.read_text()))
-        for f in dataclasses.fields(cfg):  # JSON edited by hand: a string or a float where an int belongs
-            value = getattr(cfg, f.name)
-            if not _fits_field(value, f.default):
-                kind = type(f.default) if f.default is not None else str
-                raise TypeError(f"{f.name} = {value!r} is not of type {kind.__name__}")
-        return cfg.validate()
-    except (ValueError, TypeError, AttributeError) as exc:  # bad JSON or values (ConfigError is a ValueError)
-        raise ckpt.CheckpointError(f"{path}: not a valid run config ({first_line(exc)})") from None
-
-
 def load_train_state(path: Path) -> dict:
     """The verified state.pt of checkpoint ``path``, checked to hold what a resume needs."""
     state = ckpt.load_state(path)
@@ -252,7 +223,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             run_dir = Path(resume)
             if not (run_dir / "config.json").is_file():
                 raise ckpt.CheckpointError(f"{run_dir}: not a run folder (no config.json)")
-            cfg = check_resume_config(read_run_config(run_dir), overrides or {})
+            cfg = check_resume_config(Run(run_dir).config(), overrides or {})
             ckpt_path = ckpt.latest_good_checkpoint(run_dir / "checkpoints")
             if ckpt_path is None:
                 raise ckpt.CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
