@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import invoke
 
@@ -96,6 +97,41 @@ def test_eval_hidden_probe_features(run_copy, digits_classifier):
     probe = result["metrics"]["probe_hidden_1000_labels"]
     assert probe["dim"] == (4 + 8 + 16) * 16 and "hidden" in probe["features"]
     assert not (run_copy / "eval.json").exists()
+
+
+def test_real_features_stopped_midway_continue_from_their_partial_files(tmp_path, monkeypatch):
+    """Hours of Inception on a CPU are not lost to a kill: finished chunks are kept and read on the next call."""
+    from agelab import evaluate
+    from agelab.metrics.features import FeatureExtractor
+
+    class Stopping(FeatureExtractor):  # a stable extractor that can be told to fail after some images
+        name, num_features, stable_name = "test-extractor:0123abcd", 3, True
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+            self.budget, self.seen = None, 0
+
+        def _embed(self, x):
+            if self.budget is not None and self.seen + len(x) > self.budget:
+                raise KeyboardInterrupt
+            self.seen += len(x)
+            return x.float().flatten(1).mean(1, keepdim=True) * self.w, None
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(evaluate, "REAL_STATS_CHUNK", 10)
+    images = torch.randint(0, 256, (25, 1, 4, 4), dtype=torch.uint8)
+    kw = dict(dataset="digits", split="train", image_size=4, batch_size=5)
+    ext = Stopping()
+    ext.budget = 15  # stopped inside the second chunk
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.real_features(ext, images, **kw)
+    ext.budget, ext.seen, log = None, 0, []
+    feats, _ = evaluate.real_features(ext, images, **kw, log=log)
+    assert ext.seen == 15 and log[0]["computed"] == 15 and log[0]["resumed_from_partial"] == 10
+    assert torch.allclose(feats, images.float().flatten(1).mean(1, keepdim=True) * ext.w)
+    assert [p.name for p in (tmp_path / "cache" / "agelab" / "real-stats").iterdir()] == [Path(log[0]["cache"]).name]
+    assert evaluate._speed(log)["images"] == 15
 
 
 def test_eval_reads_cached_real_features_the_second_time(run_copy, digits_classifier, monkeypatch):

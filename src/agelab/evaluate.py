@@ -173,17 +173,67 @@ def real_features(extractor: FeatureExtractor, images: Tensor, *, dataset: str, 
                 log.append({"set": desc.removeprefix("features: "), "n": len(images), "cache": str(path),
                             "from_cache": True})
             return cached
-    (feats, logits), record = _timed_extract(extractor, images, batch_size, progress, desc)
-    if path is not None:
+    if path is None:
+        (feats, logits), record = _timed_extract(extractor, images, batch_size, progress, desc)
+    else:
+        (feats, logits), record = _extract_in_chunks(extractor, images, path, meta, batch_size, progress, desc)
         record["cache"] = str(path)
         try:
             _write_real_stats(path, meta, feats, logits)
+            _remove_chunks(path, len(images))
         except OSError as exc:  # a read-only or full cache: the evaluation goes on
             record["cache"] = None
             record["cache_error"] = f"{type(exc).__name__}: {exc}"
     if log is not None:
         log.append(record)
     return feats, logits
+
+
+REAL_STATS_CHUNK = 5000  # images per partial file while real features are computed
+
+
+def _chunk_path(path: Path, start: int) -> Path:
+    return path.with_name(f".{path.stem}.from{start:07d}.npz")
+
+
+def _extract_in_chunks(extractor: FeatureExtractor, images: Tensor, path: Path, meta: dict, batch_size: int,
+                       progress: bool, desc: str) -> tuple[tuple[Tensor, Tensor | None], dict]:
+    """As :func:`_timed_extract`, saving every :data:`REAL_STATS_CHUNK` images to a partial file beside ``path``:
+    an evaluation stopped after hours of Inception on a CPU continues where it stopped. The partial files go
+    once the whole set is cached; ``record`` counts only the images computed now."""
+    started = time.perf_counter()
+    parts: list[tuple[Tensor, Tensor | None]] = []
+    computed = 0
+    for start in range(0, len(images), REAL_STATS_CHUNK):
+        chunk = images[start : start + REAL_STATS_CHUNK]
+        where = _chunk_path(path, start)
+        chunk_meta = dict(meta, n=len(chunk), chunk_start=start)
+        part = _read_real_stats(where, chunk_meta) if where.is_file() else None
+        if part is None:
+            where_in_set = f" (images {start + 1}-{start + len(chunk)} of {len(images)})" if start or len(chunk) < len(
+                images) else ""
+            part = extractor.extract(chunk, batch_size, progress, desc + where_in_set)
+            computed += len(chunk)
+            if len(images) > REAL_STATS_CHUNK:
+                try:
+                    _write_real_stats(where, chunk_meta, *part)
+                except OSError:  # a read-only or full cache: no resume, the evaluation goes on
+                    pass
+        parts.append(part)
+    seconds = time.perf_counter() - started
+    feats = torch.cat([f for f, _ in parts])
+    logits = torch.cat([lg for _, lg in parts]) if parts and parts[0][1] is not None else None
+    record = {"set": desc.removeprefix("features: "), "n": len(images), "computed": computed, "cache": None,
+              "from_cache": False, "seconds": round(seconds, 2),
+              "images_per_s": round(computed / max(seconds, 1e-9), 2)}
+    if computed < len(images):
+        record["resumed_from_partial"] = len(images) - computed
+    return (feats, logits), record
+
+
+def _remove_chunks(path: Path, n: int) -> None:
+    for start in range(0, n, REAL_STATS_CHUNK):
+        _chunk_path(path, start).unlink(missing_ok=True)
 
 
 def _timed_extract(extractor: FeatureExtractor, images: Tensor, batch_size: int, progress: bool,
@@ -200,7 +250,7 @@ def _speed(log: list) -> dict | None:
     """images/s of the extractor over the sets it ran on in this evaluation (not those read from the cache)."""
     ran = [r for r in log if not r["from_cache"]]
     seconds = sum(r["seconds"] for r in ran)
-    n = sum(r["n"] for r in ran)
+    n = sum(r.get("computed", r["n"]) for r in ran)  # a set resumed from partial files counts what ran now
     return {"images": n, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)} if seconds > 0 else None
 
 
