@@ -44,6 +44,7 @@ from tqdm import tqdm
 from agelab.metrics import MetricsError
 from agelab.models import COLORIZATION_MODELS
 from agelab.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
+from agelab.sampling import sample_images
 
 FEATURE_KINDS = ("classifier", "inception")
 
@@ -74,17 +75,6 @@ def load_domain_classifier(path: str | os.PathLike | None, dataset: str, image_s
     if ext.channels != channels:
         raise MetricsError(f"classifier {where} takes {ext.channels}-channel images, the run's have {channels}")
     return ext
-
-
-@torch.no_grad()
-def _samples_uint8(model, n: int, seed: int, batch: int, progress: bool) -> Tensor:
-    """n samples g(z) as uint8 (n, C, S, S); the same z as :func:`agelab.sampling.sample_images` with ``seed``."""
-    from agelab.data import to_uint8
-
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = model.prior.sample(n, generator=gen)  # (n, M)
-    return torch.cat([to_uint8(model.decode(z[i : i + batch].to(model.device))).cpu()
-                      for i in tqdm(range(0, n, batch), desc="samples", disable=not progress, leave=False)])
 
 
 def _entry(value: float, how: str, **extra) -> dict:
@@ -352,7 +342,7 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
     n = min(n_samples, len(train))
     gen = torch.Generator().manual_seed(seed)
     floor_idx = torch.randperm(len(train), generator=gen)[:n]
-    fake = _samples_uint8(model, n, seed, 256, progress)  # (n, C, S, S) uint8
+    fake = sample_images(model, n, seed, 256, uint8=True, progress=progress)  # (n, C, S, S) uint8
     feature_log: list[dict] = []
     real_key = dict(dataset=cfg.dataset, image_size=cfg.image_size, batch_size=batch_size, progress=progress,
                     log=feature_log)

@@ -42,11 +42,17 @@ def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
 
 
 @torch.no_grad()
-def sample_images(model, n: int, seed: int = 0, batch: int = 256) -> Tensor:
-    """n samples g(z), z ~ prior, drawn from their own RNG (the global one is untouched)."""
+def sample_images(model, n: int, seed: int = 0, batch: int = 256, uint8: bool = False,
+                  progress: bool = False) -> Tensor:
+    """n samples g(z), z ~ prior, drawn from their own RNG (the global one is untouched): float in [-1, 1] on the
+    model's device, or with ``uint8`` as uint8 on the CPU, converted batch by batch (what the metrics read)."""
+    from tqdm import tqdm
+
     gen = torch.Generator(device="cpu").manual_seed(seed)
     z = model.prior.sample(n, generator=gen).to(model.device)  # (n, M)
-    return torch.cat([model.decode(z[i : i + batch]) for i in range(0, n, batch)])
+    batches = (model.decode(z[i : i + batch]) for i in tqdm(range(0, n, batch), desc="samples",
+                                                            disable=not progress, leave=False))
+    return torch.cat([to_uint8(x).cpu() for x in batches] if uint8 else list(batches))
 
 
 @torch.no_grad()
