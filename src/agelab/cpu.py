@@ -8,10 +8,10 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     memory is kept for reuse instead of being unmapped (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD).
 
     By default glibc maps large allocations (activations of MBs) with mmap and unmaps them when
-    freed, so every forward/backward pass page-faults its activations in again. At AIS's batch of
-    1,600 that cost about a third of the CPU time; in training (batch 64, CIFAR nets) a few
-    percent (docs/performance.md). Returns whether it was applied. Peak memory is unchanged; freed
-    memory is just not returned to the system until the process ends.
+    freed, so every forward/backward pass page-faults its activations in again: system time
+    spent on every pass (measured for AIS and for training: docs/performance.md). Returns
+    whether it was applied. Peak memory is unchanged; freed memory is just not returned to the
+    system until the process ends.
     """
     import ctypes
     import ctypes.util

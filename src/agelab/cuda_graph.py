@@ -2,10 +2,10 @@
 
 At the paper's batch of 64 images of 32x32 the GPU finishes each kernel long before
 Python has launched the next one: an AGE iteration is some 600 small kernels (three
-forward/backward passes of two five-layer nets, three optimiser steps), and on an H100
-the plain loop and agelab's eager loop both ran at ~3,600 img/s, bound by launches
-(docs/performance.md). A CUDA graph records the kernels of one whole iteration once and
-replays them with a single launch.
+forward/backward passes of two five-layer nets, three optimiser steps), so an eager loop
+is bound by kernel launches, not by the GPU's arithmetic (measured: docs/performance.md,
+"GPU"). A CUDA graph records the kernels of one whole iteration once and replays them
+with a single launch.
 
 What this needs from the iteration, and how the trainer provides it:
 

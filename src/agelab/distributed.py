@@ -413,7 +413,7 @@ def use_global_batch_norm(module: nn.Module, shard: Shard) -> nn.Module:
             bn = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             bn.shard = shard
             # Collectives stay out of torch.compile graphs. Wrapped here, not at class definition:
-            # torch.compiler.disable imports dynamo (over a second), which single-process runs never need.
+            # torch.compiler.disable imports dynamo, a slow import that single-process runs never need.
             bn.forward = torch.compiler.disable(bn.forward)
             if child.affine:
                 bn.weight, bn.bias = child.weight, child.bias

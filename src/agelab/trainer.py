@@ -257,7 +257,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(cfg, train_data.channels).to(device)
-        if cfg.channels_last:  # NHWC activations: faster convolutions on CPU and GPU (docs/performance.md)
+        if cfg.channels_last:  # NHWC activations, the layout the convolution kernels prefer (docs/performance.md)
             model = model.to(memory_format=torch.channels_last)
     except (RuntimeError, MemoryError) as exc:  # e.g. --latent-dim 10**11: the allocator gives up
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
@@ -271,8 +271,9 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             phase.module.compile()
         model.compiled = True  # the compiled code runs through forward only
     phases = model.phases()
-    # Adam: on CPU the fused kernel (one vectorised pass over each tensor: ~10% of an iteration
-    # less than foreach, docs/performance.md); on CUDA foreach, capturable for --cuda-graphs.
+    # Adam: on CPU the fused kernel (the whole update in one vectorised pass over each tensor, where
+    # foreach makes one pass per elementwise operation; docs/performance.md); on CUDA foreach,
+    # capturable for --cuda-graphs.
     fused = device.type == "cpu"
     optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                            foreach=None if fused else True, fused=fused or None)

@@ -1,7 +1,8 @@
 """Decode once: a memory-mapped cache of decoded, resized datasets.
 
-Decoding JPEGs (CIFAR-10's JPEG copy, Tiny ImageNet, CelebA, Stanford Cars) takes
-tens of seconds to minutes; reading a uint8 array back takes well under a second.
+Decoding JPEGs (CIFAR-10's JPEG copy, Tiny ImageNet, CelebA, Stanford Cars) repeats
+the same work on every load; reading the decoded uint8 array back is one memory-mapped
+read (timings: docs/data.md).
 :func:`load_dataset <agelab.data.load_dataset>` therefore opens a
 :func:`caching` context, and each source loader hands its decode step to
 :func:`cached` together with the files it decodes from.

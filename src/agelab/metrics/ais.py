@@ -339,7 +339,8 @@ def grid_images(images_u8: Tensor, image_size: int, original: int = 28) -> Tenso
 def frozen_decoder(model, channels_last: bool = True):
     """Eval mode, no parameter gradients and (by default) channels-last weights for the duration; all restored.
 
-    Channels-last (NHWC) activations made the mnist preset's generator about 1.3x faster on CPU
+    Channels-last weights make the decoder's activations channels-last (NHWC), the layout
+    oneDNN's convolution kernels prefer; AIS spends nearly all its time in decoder passes
     (docs/performance.md, "AIS throughput").
     """
     flags = [(p, p.requires_grad) for p in model.parameters()]

@@ -5,8 +5,9 @@ expanded to M constant maps of L's size, then a ResNet-type network (Johnson et
 al. 2016, as the paper cites): a 3x3 convolution, two 4x4 stride-2 convolutions
 down, ``res_blocks`` residual blocks at S/4, two 4x4 stride-2 transposed
 convolutions back up and a 3x3 convolution to the two ab channels with tanh
-(Johnson's 9x9/7x7 outer kernels, reflection padding and resize-convolutions
-cost 2-3x the time on a CPU; measured, own choice). At width w the feature maps are
+(Johnson's 9x9/7x7 outer kernels, reflection padding and resize-convolutions are
+left out for their cost on a CPU; own choice, measured: docs/performance.md). At
+width w the feature maps are
 
     [L, z maps] (1+M, S, S) -> (w, S, S) -> (2w, S/2, S/2) -> (4w, S/4, S/4) x res_blocks
         -> (2w, S/2, S/2) -> (w, S, S) -> ab (2, S, S) in [-1, 1]

@@ -84,7 +84,8 @@ class DCGANGenerator(nn.Module):
 
         A 4x4 transposed convolution of a 1x1 input is a matrix product:
         h[b, c, i, j] = sum_m z[b, m] W[m, c, i, j]. As one (B, M) x (M, 16 ch) product it is
-        the same math and 2x faster on CPU than oneDNN's transposed convolution (docs/performance.md).
+        the same math, run by a dense matrix-product kernel instead of oneDNN's transposed
+        convolution, whose kernels are poorly suited to a 1x1 input (docs/performance.md).
         The product is taken in the weight's memory order, so neither W nor h is copied:
         channels-last weights (M, 4, 4, ch in memory) give channels-last activations.
         """
@@ -143,7 +144,8 @@ class DCGANEncoder(nn.Module):
         """The head on the feature maps of one or more batches (stacked): (B1 + B2 + ..., M).
 
         A 4x4 convolution of a 4x4 map is a matrix product over the flattened map: the same
-        math, and on CPU 4x faster than the convolution (docs/performance.md). It is taken in
+        math, run by a dense matrix-product kernel instead of a convolution kernel that has a
+        single output position to compute (docs/performance.md). It is taken in
         the memory order of the maps and the weight, so that neither is copied.
         """
         w = self.head.weight  # (M, ch, 4, 4)

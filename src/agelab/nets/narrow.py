@@ -3,8 +3,8 @@
 The generator's last layer is a transposed convolution from w channels to the C = 1 or 3
 image channels, and the gradient of the encoder's first layer with respect to its input
 (needed whenever the encoder is differentiated through at a generated image) is the same
-operation. oneDNN runs it at about 30 GFLOP/s on the project's CPU, against 150-240 for the
-other layers: 3.4 ms per call for 0.1 GFLOP at batch 64 (docs/performance.md).
+operation. oneDNN's kernels use the CPU poorly on this shape (many channels in, 1-3 out,
+stride 2), far below the rate they reach on the other layers (figures: docs/performance.md).
 
 Here it is one matrix product and an overlap-add. For a (Cin, Cout, 4, 4) kernel, stride 2
 and padding 1, output row 2m + p (phase p) receives input row m + s through kernel tap k
