@@ -3,8 +3,9 @@
     python scripts/comparison_table.py RUN [RUN ...]
 
 One markdown row per run: model, dataset, iterations/epochs, seconds per epoch (from the
-median of the logged img/s windows, so a few slow windows do not count), domain FID and
-KID with their real-data floors, precision/recall, test reconstruction L1/PSNR, linear-probe
+median of the logged img/s windows, so a few slow windows do not count), the features of the
+sample metrics (agelab's domain classifier or the standard FID Inception, and the number of
+samples), FID and KID with their real-data floors, precision/recall, test reconstruction L1/PSNR, linear-probe
 test errors and the AIS log-likelihood with its standard error where it was computed.
 """
 
@@ -43,9 +44,9 @@ def _metric(metrics: dict, name: str, fmt: str, floor: bool = False) -> str:
     return text
 
 
-def row(run: Path) -> str:
+def row(run: Path, eval_file: str = "eval.json") -> str:
     cfg = json.loads((run / "config.json").read_text())
-    ev = json.loads((run / "eval.json").read_text())
+    ev = json.loads((run / eval_file).read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rates = [r["img_per_s"] for r in records if "img_per_s" in r]
     n_train = TRAIN_IMAGES.get(cfg["dataset"], ev.get("n_train"))
@@ -57,7 +58,10 @@ def row(run: Path) -> str:
     model = cfg.get("model", "age")
     if model in ("age", "cage"):
         model += f" ({_recipe(cfg)})"
-    cells = [model, cfg["dataset"], f"{ev['step']} ({epochs:.1f})", f"{s_epoch:.0f}",
+    fid = m.get("fid") or {}
+    features = "Inception" if str(fid.get("extractor", "")).startswith("inception") else "domain"
+    n_fake = f", {fid['n_fake']:,} samples" if fid.get("n_fake") else ""
+    cells = [model, cfg["dataset"], f"{ev['step']} ({epochs:.1f})", f"{s_epoch:.0f}", features + n_fake,
              _metric(m, "fid", ".2f", True), _metric(m, "kid", ".4f", True), _metric(m, "precision", ".2f"),
              _metric(m, "recall", ".2f"), _metric(m, "recon_l1", ".3f"), _metric(m, "recon_psnr", ".1f"),
              _metric(m, "recon_label_accuracy", ".3f"),
@@ -65,14 +69,14 @@ def row(run: Path) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| model | data | iterations (epochs) | s/epoch | domain FID (floor) | domain KID (floor) | precision | "
+HEADER = ("| model | data | iterations (epochs) | s/epoch | features | FID (floor) | KID (floor) | precision | "
           "recall | recon L1 | recon PSNR | label kept by g(e(x)) | probe error, all labels | probe error, "
           "1,000 labels | AIS log p(x), nats |")
 
 
-def paired_log_likelihood(base: Path, other: Path) -> str | None:
+def paired_log_likelihood(base: Path, other: Path, eval_file: str = "eval.json") -> str | None:
     """log p(x) of ``base`` minus ``other`` over the same AIS test images, with the paired standard error."""
-    a, b = (json.loads((r / "eval.json").read_text()).get("log_likelihood") for r in (base, other))
+    a, b = (json.loads((r / eval_file).read_text()).get("log_likelihood") for r in (base, other))
     if not a or not b or a["n_images"] != b["n_images"] or a["image_seed"] != b["image_seed"]:
         return None
     d = [x - y for x, y in zip(a["per_image"], b["per_image"])]
@@ -82,14 +86,17 @@ def paired_log_likelihood(base: Path, other: Path) -> str | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--eval-file", default="eval.json",
+                    help="name of the evaluation file in each run folder (default: eval.json; e.g. a copy of an "
+                         "`agelab eval --features inception` result kept beside the domain one)")
     args = ap.parse_args()
     print(HEADER)
     print("|" + " --- |" * (HEADER.count("|") - 1))
     for run in args.runs:
-        print(row(run))
+        print(row(run, args.eval_file))
     base = args.runs[0]
     for run in args.runs[1:]:  # the same test images: paired differences are far tighter than the per-run errors
-        diff = paired_log_likelihood(base, run)
+        diff = paired_log_likelihood(base, run, args.eval_file)
         if diff:
             print(f"\nlog p(x): {base.name} - {run.name} = {diff}", end="")
     print()
