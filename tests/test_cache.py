@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from agelab.data import load_dataset, sources
+from agelab.data import cifar, load_dataset, mnist
 from agelab.data.cache import CACHE_DIR, fingerprint
 
-CLASSES = sources.CIFAR10_CLASSES
+CLASSES = cifar.CIFAR10_CLASSES
 
 
 def make_cifar_jpegs(root: Path, per_class: int = 2, seed: int = 0) -> Path:
@@ -45,7 +45,7 @@ def cifar_root(tmp_path):
 def forbid_decoding(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("decoded although a cache entry exists")
-    monkeypatch.setattr(sources, "_decode", boom)
+    monkeypatch.setattr(cifar, "decode_images", boom)  # where the CIFAR-10 loader looks it up
 
 
 def test_second_load_is_served_memory_mapped_without_decoding(cifar_root, monkeypatch):
@@ -127,7 +127,7 @@ def test_idx_datasets_are_cached_too(fake_mnist, monkeypatch):
     root, arrays = fake_mnist
     first = load_dataset("mnist", "train", 32, str(root))
     assert len(entries(root)) == 1
-    monkeypatch.setattr(sources, "_idx_from", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
+    monkeypatch.setattr(mnist, "_idx_from", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
     second = load_dataset("mnist", "train", 32, str(root))
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
 

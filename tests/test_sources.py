@@ -24,6 +24,7 @@ from PIL import Image
 
 from agelab.data import DatasetError
 from agelab.data import sources
+from agelab.data.images import cover_rgb
 from agelab.data.sources import (
     CIFAR10_CLASSES,
     SOURCES,
@@ -586,7 +587,7 @@ def test_cover_resize_keeps_the_center(tmp_path):
     """Shorter side to 64 then a center crop: a 200x100 image with red sides and a green center square."""
     img = solid(100, 200, (255, 0, 0))
     img[:, 50:150] = (0, 255, 0)
-    arr = sources._cover_rgb(Image.fromarray(img), 64, 64)
+    arr = cover_rgb(Image.fromarray(img), 64, 64)
     err = np.abs(arr.astype(int) - (0, 255, 0))
     assert arr.shape == (64, 64, 3) and err[:, 1:-1].max() <= 2 and err.max() <= 20  # edges: resampling support
 

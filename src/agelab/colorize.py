@@ -52,12 +52,12 @@ def check_colorization_model(model, need_encoder: bool = False) -> None:
 def read_image(path: str | Path, size: int) -> Tensor:
     """Any image file -> uint8 RGB (3, size, size): EXIF-rotated, alpha onto white, gray repeated to RGB,
     resized so it covers size x size, center-cropped (as the Stanford Cars loader does)."""
-    from agelab.data.sources import _cover, _plain
+    from agelab.data.images import cover, plain
 
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            im = _cover(_plain(im).convert("RGB"), size, size)
+            im = cover(plain(im).convert("RGB"), size, size)
             arr = torch.from_numpy(np.asarray(im).copy())  # (S, S, 3)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ColorizeError(f"{path}: cannot read image ({first_line(exc)})") from None
@@ -65,7 +65,7 @@ def read_image(path: str | Path, size: int) -> Tensor:
 
 
 def image_files(folder: Path) -> list[Path]:
-    from agelab.data.sources import IMAGE_EXTENSIONS
+    from agelab.data.images import IMAGE_EXTENSIONS
 
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                   and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -107,7 +107,7 @@ def decode_image(data: bytes, size: int, channels: int, max_pixels: int = MAX_IM
     Raises HTTPException 400 (not an image of an allowed format, or a corrupt one) or 413 (more than
     ``max_pixels`` pixels, checked from the header before any pixel is decoded: decompression bombs).
     """
-    from agelab.data.sources import _cover, _draft, _plain
+    from agelab.data.images import cover, draft, plain
 
     if not data:
         raise HTTPException(400, f"{name} is empty")
@@ -128,10 +128,10 @@ def decode_image(data: bytes, size: int, channels: int, max_pixels: int = MAX_IM
             raise HTTPException(413, f"{name} is {w}x{h} pixels, over the limit of {max_pixels:,} pixels "
                                 "(refused as a possible decompression bomb)")
         try:
-            _draft(im, size, size)
+            draft(im, size, size)
             im = ImageOps.exif_transpose(im)
-            im = _plain(im).convert("RGB" if channels == 3 else "L")
-            im = _cover(im, size, size)
+            im = plain(im).convert("RGB" if channels == 3 else "L")
+            im = cover(im, size, size)
             arr = np.asarray(im).copy()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise HTTPException(413, f"{name}: refused as a decompression bomb") from None

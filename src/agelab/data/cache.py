@@ -33,11 +33,15 @@ import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from agelab.data import ImageData
 
 CACHE_DIR = "agelab-cache"
 FORMAT_VERSION = 1
@@ -199,3 +203,11 @@ def cached(sources: Sequence[Path], decode: Callable[[], "ImageData"]) -> "Image
         warnings.warn(f"agelab: could not cache decoded {req.name} {req.split} ({'; '.join(errors)}); "
                       "it will be decoded again next time", stacklevel=2)
     return data
+
+
+def cached_by_source(decode: Callable[..., "ImageData"]) -> Callable[..., "ImageData"]:
+    """``decode(split, source, ...)`` served from the decoded-image cache, keyed by ``source``'s fingerprint."""
+    @wraps(decode)
+    def wrapper(split: str, source: Path, *args) -> "ImageData":
+        return cached([source], lambda: decode(split, source, *args))
+    return wrapper
