@@ -15,9 +15,11 @@ def test_defaults_are_valid_and_roundtrip_through_json():
     assert cfg.replace(lam=5.0).lam == 5.0 and cfg.lam == 1000.0  # frozen: replace makes a copy
 
 
-def test_the_default_game_is_the_paper_recipe_and_recipes_override_presets():
+def test_the_default_game_is_the_paper_adaptive_recipe_and_recipes_override_presets():
     defaults = TrainConfig().to_dict()
-    assert all(defaults[k] == v for k, v in PAPER.items()), "TrainConfig's defaults are the paper recipe"
+    assert all(defaults[k] == v for k, v in RECIPES["paper-adaptive"].items()), "the defaults are paper-adaptive"
+    assert {k: v for k, v in defaults.items() if k in PAPER and defaults[k] != PAPER[k]} == {"adaptive_adversary": True}
+    assert build_config("digits").adaptive_adversary and not build_config("digits", "paper").adaptive_adversary
     assert set(RECIPES) == {"paper", "paper-adaptive", "swapped"}
     adaptive = build_config("mnist", "paper-adaptive")
     assert adaptive.adaptive_adversary and adaptive.adaptive_threshold == 1.3 and adaptive.game_scale == "mean"
@@ -32,10 +34,16 @@ def test_the_default_game_is_the_paper_recipe_and_recipes_override_presets():
         TrainConfig(game_scale="max").validate()
 
 
-def test_a_saved_config_without_game_scale_means_the_sum():
+def test_a_saved_config_without_the_newer_game_fields_keeps_its_game():
+    """What a config.json meant when it was written: eq. 7 summed before --game-scale, no adaptive adversary weight
+    before it became the default; today's defaults are the paper's game at the authors' scale with that weight."""
     saved = json.loads(TrainConfig().to_json())
-    del saved["game_scale"]
-    assert TrainConfig.from_dict(saved).game_scale == "sum"  # what it meant when it was written
+    assert (saved["game_scale"], saved["adaptive_adversary"], saved["adaptive_threshold"]) == ("mean", True, 1.3)
+    for key in ("game_scale", "adaptive_adversary", "adaptive_threshold", "adversary_weight"):
+        del saved[key]
+    old = TrainConfig.from_dict(saved)
+    assert (old.game_scale, old.adaptive_adversary, old.adaptive_threshold, old.adversary_weight) == (
+        "sum", False, 1.05, 1.0)
 
 
 def test_from_dict_rejects_unknown_keys():
@@ -47,7 +55,8 @@ def test_presets_then_overrides():
     cfg = build_config("mnist", iterations=7, lam=None)
     assert (cfg.dataset, cfg.latent_dim, cfg.iterations, cfg.lam, cfg.adaptive_adversary) == ("mnist", 10, 7, 1000.0,
                                                                                               True)
-    assert build_config("digits").enc_latent_recon == 1000.0  # the swapped recipe
+    assert build_config("fashion-mnist").enc_latent_recon == 1000.0  # the swapped recipe
+    assert build_config("digits").mu == 10.0 and build_config("digits").adaptive_adversary  # paper-adaptive
     paper = build_config("mnist-paper")
     assert (paper.mu, paper.lam, paper.enc_latent_recon, paper.gen_image_recon) == (10.0, 1000.0, 0.0, 0.0)
     assert (paper.divergence, paper.game_scale) == ("gaussian_reference", "mean")
@@ -86,6 +95,17 @@ def test_presets_then_overrides():
 def test_validation_names_the_bad_option(change, option):
     with pytest.raises(ConfigError, match=option):
         TrainConfig(**change).validate()
+
+
+def test_the_knn_divergence_turns_the_default_adaptive_weight_off_unless_asked_for():
+    """The adaptive weight's threshold needs a fitted-Gaussian divergence: --divergence knn alone switches it off,
+    asking for both is a one-line error that says what to do."""
+    assert not build_config("mnist", divergence="knn").adaptive_adversary
+    assert build_config("mnist", divergence="knn", adaptive_adversary=False).divergence == "knn"
+    with pytest.raises(ConfigError, match="^--adaptive-adversary: .*--no-adaptive-adversary"):
+        build_config("mnist", divergence="knn", adaptive_adversary=True)
+    with pytest.raises(ConfigError, match="^--adaptive-adversary"):
+        TrainConfig(divergence="knn").validate()
 
 
 def test_knn_k_larger_than_prior_samples_is_rejected():

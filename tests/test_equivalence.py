@@ -33,12 +33,13 @@ amplification instead of widening a weight tolerance until it catches nothing:
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from agelab.config import SWAPPED
+from agelab.config import PAPER, SWAPPED
 from agelab.data import load_dataset, to_float
 from agelab.runs import read_metrics
 from agelab.trainer import BatchOrder, build_model, train
@@ -46,9 +47,13 @@ from conftest import UPDATE_RTOL, checkpoint_weights, relative_update_error, tin
 
 ITERATIONS = 3
 GRAD_RTOL = 1e-4  # per-tensor gradient difference / gradient norm
-GAMES = {"paper": {}, "swapped": SWAPPED,
+GAMES = {"paper": PAPER, "swapped": SWAPPED,
          # the image terms, whose gradient is a small part of their phase's at initialisation, weighted 100x
-         "paper, image term x100": dict(mu=1000.0), "swapped, image term x100": {**SWAPPED, "gen_image_recon": 1000.0}}
+         "paper, image term x100": {**PAPER, "mu": 1000.0},
+         "swapped, image term x100": {**SWAPPED, "gen_image_recon": 1000.0},
+         # the default: the adaptive adversary weight (it changes the encoder loss from the second iteration on; a
+         # threshold of 1.0 so that the schedule's drop happens within the few iterations compared)
+         "paper-adaptive (default)": {"adaptive_threshold": 1.0}}
 
 
 def config(tmp_path, game, **overrides):
@@ -78,6 +83,7 @@ class Reference:
 
     def __init__(self, cfg, model, scale=None):
         self.cfg, self.scale = cfg, scale or {}
+        self.adversary = cfg.adversary_weight  # the encoder's weight on D(e(g(z))), changed by the adaptive schedule
         self.enc, self.gen = copy.deepcopy(model.encoder), copy.deepcopy(model.generator)
         self.enc.to(memory_format=torch.contiguous_format), self.gen.to(memory_format=torch.contiguous_format)
         self.enc.train(), self.gen.train()
@@ -100,7 +106,14 @@ class Reference:
         z = self.prior(len(x))
         x_fake = self.g(z).detach()
         z_real, z_fake = self.e(x), self.e(x_fake)
-        loss = self.w("kl") * (divergence(self.cfg, z_real) - divergence(self.cfg, z_fake))
+        kl_real, kl_fake = divergence(self.cfg, z_real), divergence(self.cfg, z_fake)
+        loss = self.w("kl") * (kl_real - self.adversary * kl_fake)
+        if self.cfg.adaptive_adversary:  # the authors' schedule, for the next update: +0.001, or -0.019 (floor 0)
+            # when a divergence exceeds the threshold times that of ideal codes (mean 0, variance 1/M)
+            v = 1.0 / self.cfg.latent_dim
+            ideal = 0.5 * v * v - math.log(v) - 0.5  # the authors' formula (the only divergence tested here with it)
+            above = max(kl_real.item(), kl_fake.item()) > self.cfg.adaptive_threshold * ideal
+            self.adversary = max(self.adversary + 0.001 - 0.02, 0.0) if above else self.adversary + 0.001
         if self.cfg.mu:
             loss = loss + self.w("mu") * F.l1_loss(self.g(z_real), x)
         if self.cfg.enc_latent_recon:
@@ -198,10 +211,11 @@ def reference_loop(cfg, batch_offset=0):
         p.update({f"generator.{k}": v.detach().clone() for k, v in ref.gen.named_parameters()})
         return p
 
-    initial, losses = params(), []
+    initial, losses, adversary_weights = params(), [], []
     for step in range(cfg.iterations):
         x = to_float(data.images[order.indices(step + batch_offset)])
         opt_e.zero_grad(), opt_g.zero_grad()
+        adversary_weights.append(ref.adversary)
         loss_e = ref.encoder_loss(x)
         loss_e.backward()
         opt_e.step()
@@ -213,16 +227,16 @@ def reference_loop(cfg, batch_offset=0):
             opt_g.step()
             gen_losses.append(loss_g.item())
         losses.append((loss_e.item(), sum(gen_losses) / len(gen_losses)))  # the trainer logs the mean
-    return params(), initial, losses
+    return params(), initial, losses, adversary_weights
 
 
-@pytest.mark.parametrize("game", ["paper", "swapped"])
+@pytest.mark.parametrize("game", ["paper", "swapped", "paper-adaptive (default)"])
 def test_agelab_train_matches_a_straightforward_loop(tmp_path, game):
     cfg = config(tmp_path, game)
     assert cfg.channels_last  # the fast path is the default
     run = train(cfg, progress=False)
     fast = checkpoint_weights(run, ITERATIONS)
-    ref, initial, ref_losses = reference_loop(cfg)
+    ref, initial, ref_losses, ref_adversary = reference_loop(cfg)
 
     assert set(ref) <= set(fast)
     assert relative_update_error(fast, ref, initial) < UPDATE_RTOL
@@ -231,12 +245,15 @@ def test_agelab_train_matches_a_straightforward_loop(tmp_path, game):
     for r, (loss_e, loss_g) in zip(records, ref_losses):
         assert r["enc/loss"] == pytest.approx(loss_e, rel=1e-4, abs=1e-4)
         assert r["gen/loss"] == pytest.approx(loss_g, rel=1e-4, abs=1e-4)
+    if cfg.adaptive_adversary:  # the weight each encoder update used, and the schedule really moved it
+        assert [r["enc/adv_weight"] for r in records] == pytest.approx(ref_adversary, abs=1e-6)
+        assert len(set(round(w, 6) for w in ref_adversary)) == ITERATIONS
 
 
 def test_the_weight_check_catches_a_wrong_batch_order(tmp_path):
     """The reference one batch ahead (as a stale or wrong batch would give) fails the weight check."""
     cfg = config(tmp_path, "paper")
     run = train(cfg, progress=False)
-    ref, initial, _ = reference_loop(cfg, batch_offset=1)
+    ref, initial, _, _ = reference_loop(cfg, batch_offset=1)
     assert relative_update_error(checkpoint_weights(run, ITERATIONS), ref, initial) > 10 * UPDATE_RTOL
 

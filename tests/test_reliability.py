@@ -372,13 +372,15 @@ def test_run_numbers_are_unique_across_tags_under_the_lock(tmp_path):
 def test_a_run_folder_from_before_the_game_scale_keeps_its_game(tmp_path):
     """config.json written before --game-scale existed has no game_scale key: it means eq. 7 summed and
     lam * (1 - cos), the game that run was trained with, not today's default; its resume continues that game."""
-    old_default_game = dict(divergence="gaussian", mu=10.0, lam=1000.0, game_scale="sum")  # the old defaults' game
+    # the old defaults' game
+    old_default_game = dict(divergence="gaussian", mu=10.0, lam=1000.0, game_scale="sum", adaptive_adversary=False)
     cfg = tiny_config(tmp_path / "old", iterations=4, ckpt_every=2, log_every=2, **old_default_game)
     run = trainer.train(cfg.replace(iterations=2), progress=False)
     saved = json.loads((run / "config.json").read_text())
-    del saved["game_scale"]  # as the older agelab wrote it
+    for key in ("game_scale", "adaptive_adversary", "adaptive_threshold", "adversary_weight"):
+        del saved[key]  # as the older agelab wrote it
     (run / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
-    assert Run(run).config().game_scale == "sum"
+    assert Run(run).config().game_scale == "sum" and not Run(run).config().adaptive_adversary
 
     trainer.train(resume=run, overrides={"iterations": 4}, progress=False)
     same = trainer.train(cfg.replace(out_dir=str(tmp_path / "explicit")), progress=False)
