@@ -3,6 +3,8 @@ themselves only where a GPU is (the tests marked ``cuda`` skip on CPU machines).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -93,8 +95,10 @@ def _gpu_run(tiny_cfg, **overrides):
 
 
 @cuda
-@pytest.mark.parametrize("overrides, captures", [({}, 1), ({"lr_halve_every": 5}, 2)],
-                         ids=["fixed-lr", "lr-halving-recaptures"])
+@pytest.mark.parametrize("overrides, captures",
+                         [({}, 1), ({"lr_halve_every": 5}, 2), ({"adaptive_threshold": 1.0}, 1),
+                          ({"adaptive_adversary": False}, 1)],
+                         ids=["fixed-lr", "lr-halving-recaptures", "adaptive-weight-drops", "fixed-adversary-weight"])
 def test_graph_trains_like_eager(tiny_cfg, monkeypatch, overrides, captures):
     """Same seed, same math. Measured on an H100 (2026-11-26, non-deterministic cuDNN): after 10
     iterations eager and graph losses agreed to 1e-3; the adversarial game then amplifies float
@@ -104,8 +108,12 @@ def test_graph_trains_like_eager(tiny_cfg, monkeypatch, overrides, captures):
     eager, eager_losses = _gpu_run(tiny_cfg, **overrides)
     graph, graph_losses = _gpu_run(tiny_cfg, cuda_graphs=True, **overrides)
     assert graph_losses[-1]["cuda_graph_captures"] == captures
-    for k in ("enc/loss", "gen/loss", "enc/kl_real", "gen/kl_fake"):
-        assert graph_losses[-1][k] == pytest.approx(eager_losses[-1][k], rel=1e-2, abs=1e-3), k
+    # the default game's adaptive adversary weight is a device buffer the graph updates in place
+    adaptive = json.loads((graph / "config.json").read_text())["adaptive_adversary"]
+    assert ("enc/adv_weight" in graph_losses[-1]) == adaptive
+    for k in ("enc/loss", "gen/loss", "enc/kl_real", "gen/kl_fake", "enc/adv_weight"):
+        if k in eager_losses[-1]:
+            assert graph_losses[-1][k] == pytest.approx(eager_losses[-1][k], rel=1e-2, abs=1e-3), k
     we, wg = checkpoint_weights(eager, 10), checkpoint_weights(graph, 10)
     assert max((we[k].float() - wg[k].float()).abs().max().item() for k in we) < 1e-2
 
