@@ -47,6 +47,7 @@ if tiles:  # one figure: samples | reconstructions
         fig.paste(t, (x, 0)); x += t.width + 12
     fig.save(out / "grids.png", optimize=True)
 PY
-(cd "$RUNS" && tar -c "$(basename "$RUN")/config.json" "$(basename "$RUN")/summary.json" "$(basename "$RUN")/status.json" \
-   "$(basename "$RUN")/checkpoints" | split -b 15M - "$OUT/ckpt.tar.part-")
+NAME=$(basename "$RUN"); LAST=$(ls "$RUN/checkpoints" | tail -1)  # the final checkpoint only
+(cd "$RUNS" && tar -c "$NAME/config.json" "$NAME/summary.json" "$NAME/status.json" "$NAME/checkpoints/$LAST" \
+   | split -b 15M - "$OUT/ckpt.tar.part-")
 ls -la "$OUT"; date -u +"end %FT%TZ"
