@@ -55,7 +55,8 @@ def test_presets_then_overrides():
     cfg = build_config("mnist", iterations=7, lam=None)
     assert (cfg.dataset, cfg.latent_dim, cfg.iterations, cfg.lam, cfg.adaptive_adversary) == ("mnist", 10, 7, 1000.0,
                                                                                               True)
-    assert build_config("fashion-mnist").enc_latent_recon == 1000.0  # the swapped recipe
+    assert build_config("cars-colorization").enc_latent_recon == 1000.0  # the swapped recipe
+    assert build_config("fashion-mnist", "swapped").gen_image_recon == 10.0
     assert build_config("digits").mu == 10.0 and build_config("digits").adaptive_adversary  # paper-adaptive
     paper = build_config("mnist-paper")
     assert (paper.mu, paper.lam, paper.enc_latent_recon, paper.gen_image_recon) == (10.0, 1000.0, 0.0, 0.0)
