@@ -29,14 +29,14 @@ def load(path: str | PathLike, device: str = "cpu"):
     from agelab.config import ConfigError
     from agelab.errors import first_line
     from agelab.models import MODEL_TYPES, make_model
-    from agelab.models.age import ModelConfig
+    from agelab.models.base import ModelConfig
 
     ckpt = resolve_checkpoint(path)
     model_cfg, weights = load_model_files(ckpt)
     if model_cfg.get("model", "age") not in MODEL_TYPES:
         raise CheckpointError(f"{ckpt}: unsupported model type {model_cfg.get('model')!r}")
     try:
-        model = make_model(ModelConfig.from_dict(model_cfg))  # AGE, ConditionalAGE or Pix2Pix
+        model = make_model(ModelConfig.from_dict(model_cfg))  # the class model.json names (MODEL_TYPES)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{ckpt}: model.json does not describe a valid model ({first_line(exc)})") from None
     try:

@@ -1,58 +1,28 @@
-"""Models: networks plus the phases (what each optimiser minimises) the trainer runs."""
+"""Models: the registry of model types, and (imported on first use) the base class, phases and model classes.
+
+    GenerativeModel (models/base.py)    the interface and the declared capabilities
+    ├── AGE (age.py)                    the AGE game
+    │   └── ConditionalAGE              colorization (conditional.py)
+    ├── DCGAN, VAE, ALI                 the baselines of the paper's comparisons (dcgan.py, vae.py, ali.py)
+    └── Pix2Pix                         the colorization baseline (pix2pix.py)
+
+:data:`MODEL_TYPES` is the one list of model names: ``config.MODELS`` (the ``--model`` choices),
+:func:`make_model` and ``agelab.load`` read it, and the name lists below are derived from what
+each class declares. Importing this package loads no torch (the command-line parser reads
+the names); the classes are imported when first asked for.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import importlib
+from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
+if TYPE_CHECKING:  # imported on first use (__getattr__)
+    from agelab.models.age import AGE
+    from agelab.models.base import GenerativeModel, LossFn, ModelConfig, ModuleGroup, Phase
 
-# A phase's loss takes the data batch (B, C, H, W) in [-1, 1] and returns the
-# scalar to minimise plus detached scalars to log.
-LossFn = Callable[[Tensor], "tuple[Tensor, dict[str, Tensor]]"]
-
-
-@dataclass
-class Phase:
-    """One player's move: ``repeats`` optimiser steps of ``module``'s parameters on ``loss``.
-
-    The trainer freezes every other module's parameters during the phase, so no
-    weight gradient is computed for a network that this phase does not step.
-    """
-
-    name: str
-    module: nn.Module
-    loss: LossFn
-    repeats: int = 1
-
-
-class ModuleGroup:
-    """Several networks stepped by one optimiser, for a :class:`Phase` (e.g. ALI's encoder and generator).
-
-    Not an ``nn.Module``: a model keeps it as a plain attribute, so its networks are not
-    registered twice and the state_dict keys stay the networks' own.
-    """
-
-    def __init__(self, *modules: nn.Module):
-        self.modules = modules
-
-    def parameters(self):
-        for m in self.modules:
-            yield from m.parameters()
-
-    def requires_grad_(self, flag: bool = True) -> "ModuleGroup":
-        for m in self.modules:
-            m.requires_grad_(flag)
-        return self
-
-    def compile(self, **kwargs) -> None:
-        for m in self.modules:
-            m.compile(**kwargs)
-
-
-from agelab.models.age import AGE, ModelConfig  # noqa: E402
-
-# ModelConfig.model -> the model class (module path, class name); imported on demand.
+# ModelConfig.model -> the model class (module path, class name); imported on demand. The order is the order
+# in which lists of model names are shown.
 MODEL_TYPES = {
     "age": ("agelab.models.age", "AGE"),  # unconditional AGE (paper 2)
     "cage": ("agelab.models.conditional", "ConditionalAGE"),  # conditional AGE, colorization (paper 3.2)
@@ -62,23 +32,54 @@ MODEL_TYPES = {
     "vae": ("agelab.models.vae", "VAE"),
     "ali": ("agelab.models.ali", "ALI"),
 }
-BASELINE_MODELS = ("dcgan", "vae", "ali")
-COLORIZATION_MODELS = ("cage", "pix2pix")
 
 
-def model_class(name: str) -> type:
+def model_class(name: str) -> "type[GenerativeModel]":
     """The class of model type ``name`` (ModelConfig.model)."""
-    import importlib
-
     if name not in MODEL_TYPES:
         raise ValueError(f"unknown model type {name!r}; known: {', '.join(MODEL_TYPES)}")
     module, cls = MODEL_TYPES[name]
     return getattr(importlib.import_module(module), cls)
 
 
-def make_model(cfg: ModelConfig, game=None) -> nn.Module:
+def make_model(cfg: "ModelConfig", game=None) -> "GenerativeModel":
     """A freshly initialised model of type ``cfg.model``; ``game`` (an AGE GameConfig) is for the AGE models."""
     return model_class(cfg.model)(cfg, game)
 
 
-__all__ = ["AGE", "BASELINE_MODELS", "COLORIZATION_MODELS", "ModuleGroup", "MODEL_TYPES", "ModelConfig", "Phase", "make_model", "model_class"]
+def model_names(**capabilities) -> tuple[str, ...]:
+    """The registered model types whose classes declare these capability values, in registry order.
+
+    ``model_names(conditional=True)`` -> ("cage", "pix2pix").
+    """
+    return tuple(name for name in MODEL_TYPES
+                 if all(getattr(model_class(name), k) == v for k, v in capabilities.items()))
+
+
+def names_text(names: tuple[str, ...], last: str = "or") -> str:
+    """("age", "vae", "ali") -> "age, vae or ali" (for messages)."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+# Name lists derived from the classes' capabilities (computed on first use: they import every model class).
+_DERIVED = {
+    "COLORIZATION_MODELS": dict(conditional=True),  # ("cage", "pix2pix")
+    "BASELINE_MODELS": dict(conditional=False, age_game=False),  # ("dcgan", "vae", "ali")
+}
+_LAZY = {"Phase": "agelab.models.base", "ModuleGroup": "agelab.models.base", "LossFn": "agelab.models.base",
+         "GenerativeModel": "agelab.models.base", "ModelConfig": "agelab.models.base", "AGE": "agelab.models.age"}
+
+
+def __getattr__(name: str):
+    if name in _DERIVED:
+        value = model_names(**_DERIVED[name])
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+__all__ = ["AGE", "BASELINE_MODELS", "COLORIZATION_MODELS", "GenerativeModel", "LossFn", "ModuleGroup", "MODEL_TYPES",
+           "ModelConfig", "Phase", "make_model", "model_class", "model_names", "names_text"]

@@ -19,46 +19,18 @@ in the paper's setting; the swapped recipe (config.SWAPPED) uses them instead of
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agelab.data import to_float
-from agelab.distributed import Shard, fp32_region
+from agelab.distributed import fp32_region
 from agelab.divergences import kl_gaussian, kl_gaussian_reference, kl_knn
-from agelab.latent import make_prior
-from agelab.models import Phase
+from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild the networks; saved as ``model.json`` next to the weights."""
-
-    latent_dim: int
-    channels: int
-    image_size: int = 32
-    width: int = 64
-    prior: str = "sphere"
-    model: str = "age"  # "age", "cage" (conditional AGE, colorization) or "pix2pix"; see agelab.models.make_model
-    res_blocks: int = 6  # residual blocks of the conditional AGE generator (model "cage" only)
-
-    def to_dict(self) -> dict:
-        """The fields this model type uses: an unconditional model's dict (model.json) is unchanged by
-        fields that only the colorization models have, so older checkpoints compare equal."""
-        d = dataclasses.asdict(self)
-        if self.model != "cage":
-            d.pop("res_blocks")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+__all__ = ["AGE", "GameConfig", "ModelConfig", "frozen_bn_stats"]  # ModelConfig, frozen_bn_stats: from models.base
 
 
 @dataclass(frozen=True)
@@ -80,27 +52,7 @@ class GameConfig:
     knn_prior_samples: int = 256
 
 
-@contextlib.contextmanager
-def frozen_bn_stats(module: nn.Module):
-    """Batch norm keeps normalising with batch statistics but leaves its running averages alone.
-
-    The encoder sees real and generated batches; its running statistics (used at
-    inference, where it encodes real images) are accumulated from real batches only.
-    """
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
-    for m in bns:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
-    try:
-        yield
-    finally:
-        for m, momentum, tracked in saved:
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
-class AGE(nn.Module):
+class AGE(GenerativeModel):
     """Encoder e (image -> prior support) and generator g (latent -> image in [-1, 1]).
 
     Images are float tensors (B, C, S, S) in [-1, 1]; codes are (B, M).
@@ -111,27 +63,20 @@ class AGE(nn.Module):
     ``prepare_batch`` turns the trainer's uint8 images into a batch.
     """
 
+    kind = "age"
+    age_game = True
+
     def __init__(self, cfg: ModelConfig, game: GameConfig | None = None):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, game)  # cfg, prior, shard, compiled, then build: the networks
         self.game = game or GameConfig()
-        self.prior = make_prior(cfg.prior, cfg.latent_dim)
-        # Multi-process training (agelab.distributed): this process's slice of the global batch; None = one process.
-        self.shard: Shard | None = None
         # (x, c, encoder state, e(x | c)) of the last generator update: see _frozen_code.
         self._code_cache: tuple | None = None
-        # Set by the trainer for --compile: the nets then run only through forward (_stacks_end_products).
-        self.compiled = False
-        self.build(cfg)
         # The encoder's weight on D(e(g(z))) (changed by the adaptive schedule) and lr / initial lr, which scales
         # that schedule's steps: buffers that follow the model's device, kept out of the weights (train_state).
         self.register_buffer("adversary_weight", torch.tensor(float(self.game.adversary_weight)), persistent=False)
         self.register_buffer("lr_factor", torch.tensor(1.0), persistent=False)
 
-    has_encoder = True  # False for models without e (the DCGAN baseline): no reconstructions or probes
-
     def build(self, cfg: ModelConfig) -> None:
-        """Create and register the networks (the baselines override this)."""
         self.encoder, self.generator = self.build_networks(cfg)
 
     @staticmethod
@@ -142,39 +87,11 @@ class AGE(nn.Module):
         return encoder, generator
 
     # ---- use of a trained model -------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         return self.prior.project(self.encoder(x))  # (B, M), unit norm for the sphere prior
 
     def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         return self.generator(z)  # (B, C, S, S) in [-1, 1]
-
-    def reconstruct(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        return self.decode(self.encode(x, c), c)
-
-    # ---- batches --------------------------------------------------------------------
-    def prepare_batch(self, images_u8: Tensor, channels_last: bool = False):
-        """The trainer's uint8 images (B, C, S, S) -> the batch the phase losses take: here x in [-1, 1]."""
-        x = to_float(images_u8)  # (B, C, S, S)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    @staticmethod
-    def split_batch(batch) -> tuple[Tensor, Tensor | None]:
-        """A batch -> (x, condition): a tensor is x alone (c = None), a tuple is (x, c)."""
-        if isinstance(batch, tuple):
-            return batch
-        return batch, None
-
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.prior.sample(n, device=self.device, generator=generator)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.decode(self.sample_latent(n, generator))
 
     # ---- the game -----------------------------------------------------------------
     def divergence(self, z: Tensor) -> Tensor:
@@ -219,17 +136,6 @@ class AGE(nn.Module):
         if g.no_recon:
             return 0.0, 0.0, 0.0, 0.0
         return g.mu, g.lam, g.enc_latent_recon, g.gen_image_recon
-
-    def batch_latent(self, b: int) -> Tensor:
-        """Latent samples for a batch of b images (b, M).
-
-        In a multi-process run every process draws the global batch (N*b) from the
-        shared RNG stream and keeps its own rows: the run draws exactly the z of a
-        single process with the global batch.
-        """
-        if self.shard is None:
-            return self.sample_latent(b)
-        return self.sample_latent(b * self.shard.world_size)[self.shard.rows(b * self.shard.world_size)]
 
     @staticmethod
     def latent_recon(z: Tensor, z_rec: Tensor) -> Tensor:
@@ -319,6 +225,10 @@ class AGE(nn.Module):
     def load_train_state(self, state: dict) -> None:
         if "adversary_weight" in state:
             self.adversary_weight.copy_(state["adversary_weight"])
+
+    def set_lr_factor(self, factor: float) -> None:
+        """lr / initial lr: the adaptive adversary weight's step size (a device buffer, filled in place)."""
+        self.lr_factor.fill_(factor)
 
     def _stacks_end_products(self, net: nn.Module) -> bool:
         """Whether a phase's two passes through ``net`` may share its end layer's matrix product.

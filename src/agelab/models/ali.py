@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from agelab.models import ModuleGroup, Phase
-from agelab.models.age import AGE, ModelConfig
+from agelab.models.base import GenerativeModel, ModelConfig, ModuleGroup, Phase
 from agelab.models.dcgan import bce, discriminator_objective
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 
@@ -41,14 +40,22 @@ class JointDiscriminator(nn.Module):
         return self.joint(torch.cat([self.x_net(x), self.z_net(z.to(x.dtype))], dim=1))
 
 
-class ALI(AGE):
+class ALI(GenerativeModel):
     """ALI/BiGAN on the AGE networks."""
+
+    kind = "ali"
 
     def build(self, cfg: ModelConfig) -> None:
         self.encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
         self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
         self.discriminator = JointDiscriminator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
         self.encgen = ModuleGroup(self.encoder, self.generator)  # stepped together
+
+    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.prior.project(self.encoder(x))  # (B, M), on the prior's support
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.generator(z)  # (B, C, S, S) in [-1, 1]
 
     def _pairs(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """D's logits on real pairs (x, e(x)) and generated pairs (g(z), z), (B, 1) each."""

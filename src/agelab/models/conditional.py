@@ -13,21 +13,29 @@ The reconstruction terms become conditional:
     L_X = mean |ab - g(e(ab | L) | L)|,   L_Z = mean_b ||z - e(g(z | L) | L)||^2
 
 This module overrides only what differs: the networks, ``encode``/``decode`` (which
-take L) and ``prepare_batch`` (uint8 RGB -> Lab, :mod:`agelab.colorspace`).
+take L), ``prepare_batch`` (uint8 RGB -> Lab, :mod:`agelab.colorspace`) and the run's grids
+and final outputs (colorizations; :class:`Colorization`, shared with pix2pix).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from agelab.colorspace import uint8_to_lab
-from agelab.models.age import AGE, ModelConfig
+from agelab.models.age import AGE
+from agelab.models.base import ModelConfig
 from agelab.nets.colorization import ColorizationGenerator, ConditionalEncoder
 
 
-class LabBatches:
-    """Mixin of the colorization models: a training batch is (ab, L), normalised to [-1, 1]."""
+class Colorization:
+    """Mixin of the colorization models (before :class:`~agelab.models.base.GenerativeModel` in the bases):
+    conditional on the lightness L of RGB data, a training batch is (ab, L), normalised to [-1, 1], and the
+    trainer's grids and final outputs are colorizations (:mod:`agelab.colorize`)."""
+
+    conditional = True
 
     def prepare_batch(self, images_u8: Tensor, channels_last: bool = False) -> tuple[Tensor, Tensor]:
         """uint8 RGB (B, 3, S, S) -> (ab (B, 2, S, S), L (B, 1, S, S)): the data sample and its condition."""
@@ -37,6 +45,18 @@ class LabBatches:
             ab = ab.contiguous(memory_format=torch.channels_last)
         return ab, lightness
 
+    def write_grids(self, folder: Path, step: int, fixed_test: Tensor) -> None:
+        """Gray input, then 8 colorizations, for 8 of the held-out images."""
+        from agelab.colorize import write_colorization_grids
+
+        return write_colorization_grids(self, folder, step, fixed_test)
+
+    def finish_run(self, run_dir: Path, test_data, step: int, device: torch.device) -> dict:
+        """Colorizations, colour transfer (with an encoder), colorization metrics, summary.json and report.html."""
+        from agelab.colorize import finish_colorization_run
+
+        return finish_colorization_run(self, run_dir, test_data, step, device)
+
 
 def _need_condition(c: Tensor | None, what: str) -> Tensor:
     if c is None:
@@ -44,8 +64,11 @@ def _need_condition(c: Tensor | None, what: str) -> Tensor:
     return c
 
 
-class ConditionalAGE(LabBatches, AGE):
+class ConditionalAGE(Colorization, AGE):
     """AGE with encoder e(ab | L) and generator g(z | L); images as (ab, L) in [-1, 1] (:mod:`agelab.colorspace`)."""
+
+    kind = "cage"
+    model_fields = ("res_blocks",)
 
     @staticmethod
     def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:

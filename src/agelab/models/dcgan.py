@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from agelab.models import Phase
-from agelab.models.age import AGE, ModelConfig
+from agelab.models.base import GenerativeModel, ModelConfig, Phase
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 
 
@@ -39,18 +38,20 @@ def discriminator_objective(real_logits: Tensor, fake_logits: Tensor) -> tuple[T
                   "d_fake": torch.sigmoid(fake_logits).mean().detach()}
 
 
-class DCGAN(AGE):
+class DCGAN(GenerativeModel):
     """A DCGAN on the AGE networks; ``decode``/``sample`` as for AGE, no ``encode``."""
 
+    kind = "dcgan"
     has_encoder = False
+    no_encoder_reason = ("a DCGAN has no encoder: reconstructions, interpolation between images and "
+                         "linear probes need an encoder model (age, vae or ali)")
 
     def build(self, cfg: ModelConfig) -> None:
         self.discriminator = DCGANEncoder(1, cfg.channels, cfg.image_size, cfg.width)  # (B, 1) logits
         self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
 
-    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        raise NotImplementedError("a DCGAN has no encoder: reconstructions, interpolation between images and "
-                                  "linear probes need an encoder model (age, vae or ali)")
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.generator(z)  # (B, C, S, S) in [-1, 1]
 
     def discriminator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Passes: g(z) without a graph, D on x and on g(z)."""

@@ -19,50 +19,35 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from agelab.distributed import Shard
-from agelab.latent import make_prior
-from agelab.models import Phase
-from agelab.models.age import AGE, ModelConfig, frozen_bn_stats
-from agelab.models.conditional import LabBatches, _need_condition
+from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats
+from agelab.models.conditional import Colorization, _need_condition
 from agelab.models.dcgan import bce, discriminator_objective
 from agelab.nets.pix2pix import PatchDiscriminator, UNetGenerator
 
 L1_WEIGHT = 100.0  # pix2pix's lambda
 
 
-class Pix2Pix(LabBatches, nn.Module):
+class Pix2Pix(Colorization, GenerativeModel):
     """pix2pix colorization with noise maps: ``decode(z, L)`` -> ab; no encoder (no colour transfer)."""
 
-    def __init__(self, cfg: ModelConfig, game=None):
-        super().__init__()
+    kind = "pix2pix"
+    has_encoder = False
+    no_encoder_reason = "pix2pix has no encoder: colour transfer needs a conditional AGE (cage) model"
+
+    def check_config(self, cfg: ModelConfig) -> None:
         if cfg.channels != 3:
             raise ValueError(f"pix2pix colorizes RGB images (3 channels), got {cfg.channels}")
-        self.cfg = cfg
-        self.prior = make_prior(cfg.prior, cfg.latent_dim)
+        super().check_config(cfg)
+
+    def build(self, cfg: ModelConfig) -> None:
         self.generator = UNetGenerator(cfg.latent_dim, cfg.image_size, cfg.width)
         self.discriminator = PatchDiscriminator(cfg.width)
-        self.shard: Shard | None = None  # multi-process training, as for AGE
-
-    split_batch = staticmethod(AGE.split_batch)
-    batch_latent = AGE.batch_latent
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.prior.sample(n, device=self.device, generator=generator)
 
     def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         """G(z, L): (B, M), (B, 1, S, S) -> ab (B, 2, S, S) in [-1, 1]."""
         return self.generator(z, _need_condition(c, "decode"))
-
-    has_encoder = False
-
-    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        raise NotImplementedError("pix2pix has no encoder: colour transfer needs a conditional AGE (cage) model")
 
     # ---- the game -----------------------------------------------------------------
     def discriminator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:

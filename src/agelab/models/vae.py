@@ -27,21 +27,19 @@ import math
 import torch
 from torch import Tensor
 
-from agelab.models import ModuleGroup, Phase
-from agelab.models.age import AGE, ModelConfig
+from agelab.models.base import GenerativeModel, ModelConfig, ModuleGroup, Phase
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 
 
 MIN_VARIANCE = 1e-6  # floor of sigma^2 ([-1, 1] pixel units)
 
 
-class VAE(AGE):
+class VAE(GenerativeModel):
     """A Gaussian VAE on the AGE networks."""
 
-    def __init__(self, cfg: ModelConfig, game=None):
-        if cfg.prior != "gaussian":
-            raise ValueError(f"the VAE's prior is N(0, I): use prior 'gaussian', got {cfg.prior!r}")
-        super().__init__(cfg, game)
+    kind = "vae"
+    required_prior = "gaussian"
+    prior_note = "the VAE's prior is N(0, I)"
 
     def build(self, cfg: ModelConfig) -> None:
         self.encoder = DCGANEncoder(2 * cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)  # (B, 2M)
@@ -55,6 +53,9 @@ class VAE(AGE):
 
     def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         return self.posterior(x)[0]  # (B, M), the posterior mean
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        return self.generator(z)  # (B, C, S, S), the decoder's mean g(z)
 
     def loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Passes: encoder on x, generator on the sampled z."""
