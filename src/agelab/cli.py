@@ -105,16 +105,17 @@ def _check_output(option: str, path: str | None, suffix: str) -> None:
 def _load(args, colorization: bool = False):
     """The model of RUN; ``colorization`` says which kind the command needs (unconditional AGE or not)."""
     import agelab
-    from agelab.models import COLORIZATION_MODELS
 
     _check_output("--out", args.out, ".png")
     _check_output("--npz", getattr(args, "npz", None), ".npz")
     model = agelab.load(args.run, device=args.device)
     kind = model.cfg.model
-    if colorization and kind not in COLORIZATION_MODELS:
+    if colorization and not model.conditional:
+        from agelab.models import model_names, names_text
+
         raise UsageError(f"{args.run} is an unconditional AGE model; {args.command} needs a colorization run "
-                         "(trained with --model cage or pix2pix)")
-    if not colorization and kind in COLORIZATION_MODELS:
+                         f"(trained with --model {names_text(model_names(conditional=True))})")  # cage or pix2pix
+    if not colorization and model.conditional:
         raise UsageError(f"{args.run} is a colorization model ({kind}); use 'agelab colorize' or 'agelab transfer'")
     return model
 
@@ -157,8 +158,11 @@ def _held_out(args, model):
 
 def _need_encoder(model, command: str) -> None:
     if not model.has_encoder:
+        from agelab.models import model_names, names_text
+
+        able = names_text(model_names(conditional=False, has_encoder=True))  # age, vae or ali
         raise UsageError(f"{command}: a {model.cfg.model} model has no encoder; reconstructions and interpolations "
-                         "between images need an age, vae or ali model (`agelab sample` works)")
+                         f"between images need an {able} model (`agelab sample` works)")
 
 
 GRID_MAX = 256  # samples in `agelab sample`'s PNG grid: 16 x 16 images is as many as a page shows

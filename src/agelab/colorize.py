@@ -29,7 +29,6 @@ from torch import Tensor
 from agelab.colorspace import gray_rgb, lab_normalised_to_rgb, uint8_to_lab
 from agelab.data import to_uint8
 from agelab.errors import first_line
-from agelab.models import COLORIZATION_MODELS
 
 BATCH = 128  # images per generator call
 
@@ -40,7 +39,7 @@ class ColorizeError(ValueError):
 
 def check_colorization_model(model, need_encoder: bool = False) -> None:
     kind = getattr(getattr(model, "cfg", None), "model", "age")
-    if kind not in COLORIZATION_MODELS:
+    if not getattr(model, "conditional", False):
         raise ColorizeError(f"this is an unconditional AGE model ({kind!r}); colorization needs a run trained with "
                             f"--model cage (or pix2pix)")
     if need_encoder and not model.has_encoder:
@@ -210,7 +209,7 @@ def finish_colorization_run(model, run_dir: Path, test_data, step: int, device: 
     model.eval()
     images = test_data.images
     save_colorization_grid(model, images[:16], run_dir / "colorizations.png", k=k, seed=0)
-    if model.cfg.model == "cage":
+    if model.has_encoder:  # colour transfer encodes the source's colours
         src, tgt = transfer_pairs(len(images))
         if src:
             save_transfer_grid(model, images[src], images[tgt], run_dir / "transfer.png")

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from agelab.models import MODEL_TYPES
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the option."""
@@ -29,7 +31,7 @@ PRIORS = ("sphere", "gaussian")
 DIVERGENCES = ("gaussian", "gaussian_reference", "knn")
 GAME_SCALES = ("mean", "sum")
 AMP_MODES = ("off", "bf16")
-MODELS = ("age", "cage", "pix2pix", "dcgan", "vae", "ali")
+MODELS = tuple(MODEL_TYPES)  # the registered model types: age, cage, pix2pix, dcgan, vae, ali
 GRAY_DATASETS = ("digits", "mnist", "fashion-mnist")  # one channel: nothing to colorize
 
 
@@ -192,9 +194,13 @@ class TrainConfig:
             raise bad("cuda_graphs", "CUDA graphs need a GPU (--device cuda or auto)")
         if self.cuda_graphs and self.compile:
             raise bad("cuda_graphs", "use either --compile or --cuda-graphs, not both")
-        if self.model == "vae" and self.prior != "gaussian":
-            raise bad("prior", "the VAE's prior is N(0, I): use --prior gaussian (the default for --model vae)")
-        if self.model in ("cage", "pix2pix") and self.dataset in GRAY_DATASETS:
+        from agelab.models import model_class
+
+        model = model_class(self.model)  # what it can do: declared on its class
+        if model.required_prior is not None and self.prior != model.required_prior:
+            raise bad("prior", f"{model.prior_note}: use --prior {model.required_prior} (the default for --model "
+                      f"{self.model})")
+        if model.conditional and self.dataset in GRAY_DATASETS:
             raise bad("model", f"{self.model} colorizes colour images; {self.dataset} is grayscale (use e.g. "
                       "--dataset cars, cifar10 or a folder of colour images)")
         if self.res_blocks < 0:
@@ -318,8 +324,12 @@ def build_config(preset: str | None = None, recipe: str | None = None, **overrid
         values.update(RECIPES[recipe])
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(given)
-    if values.get("model") == "vae" and "prior" not in values:  # the VAE's prior is N(0, I)
-        values["prior"] = "gaussian"
+    if "prior" not in values and values.get("model") in MODEL_TYPES:  # a model's own prior (the VAE's: N(0, I))
+        from agelab.models import model_class
+
+        required = model_class(values["model"]).required_prior
+        if required is not None:
+            values["prior"] = required
     if given.get("divergence") == "knn" and "adaptive_adversary" not in given:
         values["adaptive_adversary"] = False  # its threshold needs a fitted-Gaussian divergence (validate)
     return TrainConfig(**_known_keys(values)).validate()

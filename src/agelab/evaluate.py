@@ -42,7 +42,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from agelab.metrics import MetricsError
-from agelab.models import COLORIZATION_MODELS
+from agelab.models import model_names
 from agelab.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
 from agelab.sampling import sample_images
 
@@ -278,9 +278,9 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
     # ---- model and extractors (a missing weights file or classifier fails before any long work) ----------
     model = agelab.load(path, device=device)
     kind = getattr(model.cfg, "model", "age")
-    if kind in COLORIZATION_MODELS:
-        raise MetricsError(f"agelab eval evaluates unconditional models (age, dcgan, vae, ali); {run} holds a "
-                           f"{kind!r} model (colorization runs are judged by their own tools)")
+    if model.conditional:
+        raise MetricsError(f"agelab eval evaluates unconditional models ({', '.join(model_names(conditional=False))}); "
+                           f"{run} holds a {kind!r} model (colorization runs are judged by their own tools)")
     channels = model.cfg.channels
     judge: ClassifierExtractor | None
     if isinstance(features, FeatureExtractor):

@@ -60,7 +60,6 @@ from agelab.colorize import ColorizeError, check_colorization_model, colorize, c
 from agelab.colorspace import gray_rgb, lab_normalised_to_rgb, uint8_to_lab
 from agelab.data import load_dataset, to_float, to_uint8
 from agelab.errors import first_line
-from agelab.models import COLORIZATION_MODELS
 from agelab.sampling import interpolation_rows, make_grid, reconstruction_errors, sample_images
 from agelab.trainer import SEED_MAX
 
@@ -154,7 +153,7 @@ class Demo:
         self.model = agelab.load(run, device=device)
         cfg = self.model.cfg
         self.kind, self.size, self.channels, self.latent_dim = cfg.model, cfg.image_size, cfg.channels, cfg.latent_dim
-        self.conditional = self.kind in COLORIZATION_MODELS
+        self.conditional = self.model.conditional  # a colorization run: the Colorize tab
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.lock = threading.Lock()  # one model call at a time (requests are served from a thread pool)
         found = Run.find(self.run)
@@ -225,7 +224,7 @@ class Demo:
                 "checkpoint": Path(self.model.checkpoint_path).name, "model": self.kind,
                 "dataset": self.dataset, "image_size": self.size, "channels": self.channels,
                 "latent_dim": self.latent_dim, "prior": self.model.cfg.prior, "tabs": tabs,
-                "transfer": self.kind == "cage", "test": test,
+                "transfer": self.conditional and self.model.has_encoder, "test": test,
                 "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels,
                            "samples": MAX_SAMPLES, "k": MAX_K, "steps": MAX_STEPS}}
 

@@ -14,8 +14,10 @@ at log and checkpoint steps the flag and the weights are checked, and a
 non-finite value rolls model, optimisers, RNG and step back to the newest good
 checkpoint with the learning rate halved (at most ``max_rollbacks`` times).
 
-The trainer knows nothing of AGE: losses, passes and what is detached live in
-the model (:mod:`agelab.models.age`).
+The trainer knows nothing of AGE or of any model type: losses, passes and what is
+detached live in the model (:mod:`agelab.models.age`), and it asks the model
+(:class:`agelab.models.base.GenerativeModel`) for its batches, training state beside
+the weights, grids and final outputs.
 
 Multi-process runs (``torchrun``; :mod:`agelab.distributed`, docs/scaling.md): every
 process runs this same loop on its slice of the global batch; gradients are averaged
@@ -27,7 +29,6 @@ state, from rank 0).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -45,8 +46,9 @@ from agelab.cuda_graph import GraphedIteration, set_capturable
 from agelab.data import ImageData, load_dataset, to_float
 from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
 from agelab.errors import first_line
-from agelab.models import COLORIZATION_MODELS, make_model
-from agelab.models.age import AGE, GameConfig, ModelConfig
+from agelab.models import make_model, model_class
+from agelab.models.age import GameConfig
+from agelab.models.base import GenerativeModel, ModelConfig
 from agelab.runs import MetricsLog, Run, create_run_dir, write_status
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
@@ -68,17 +70,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: TrainConfig, channels: int) -> AGE:
+def build_model(cfg: TrainConfig, channels: int) -> GenerativeModel:
     model_cfg = ModelConfig(latent_dim=cfg.latent_dim, channels=channels, image_size=cfg.image_size,
                             width=cfg.width, prior=cfg.prior, model=cfg.model, res_blocks=cfg.res_blocks)
-    if cfg.model in COLORIZATION_MODELS and channels != 3:
+    if model_class(cfg.model).conditional and channels != 3:
         raise ConfigError(f"--model: {cfg.model} colorizes colour (RGB) images; this dataset has {channels} channel(s)")
     game = GameConfig(divergence=cfg.divergence, scale=cfg.game_scale, mu=cfg.mu, lam=cfg.lam, no_recon=cfg.no_recon,
                       enc_latent_recon=cfg.enc_latent_recon, gen_image_recon=cfg.gen_image_recon,
                       adversary_weight=cfg.adversary_weight, adaptive_adversary=cfg.adaptive_adversary,
                       adaptive_threshold=cfg.adaptive_threshold, n_gen_steps=cfg.n_gen_steps, knn_k=cfg.knn_k,
                       knn_prior_samples=cfg.knn_prior_samples)
-    return make_model(model_cfg, game)  # the class of cfg.model: AGE, ConditionalAGE or Pix2Pix
+    return make_model(model_cfg, game)  # the class of cfg.model (agelab.models.MODEL_TYPES)
 
 
 class BatchOrder:
@@ -293,8 +295,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             model.load_state_dict(weights)
             for name, opt in optimizers.items():  # in this run's implementation and memory layout
                 ckpt.load_optimizer_state(opt, st["optimizers"][name])
-            if hasattr(model, "load_train_state"):
-                model.load_train_state(st.get("model", {}))
+            model.load_train_state(st.get("model", {}))
             set_capturable(optimizers.values(), cfg.cuda_graphs)
             _set_rng_state(st["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -328,7 +329,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             return
         st = {"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(),
               "lr_scale": lr_scale, "rollbacks": rollbacks,
-              "model": model.train_state() if hasattr(model, "train_state") else {}}
+              "model": model.train_state()}
         ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
 
     # Loss logs summed on the device since the last log line, in place (so that a CUDA graph can add to them);
@@ -401,8 +402,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                 for opt in optimizers.values():
                     for group in opt.param_groups:
                         group["lr"] = lr
-                if hasattr(model, "lr_factor"):  # the adaptive adversary weight's step size
-                    model.lr_factor.fill_(lr / cfg.lr)
+                model.set_lr_factor(lr / cfg.lr)  # AGE: the adaptive adversary weight's step size
                 rows = shard.local_rows(order.indices(step)).to(device)
                 if graphed is None:
                     iteration(rows)
@@ -509,51 +509,11 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     return run_dir
 
 
-@torch.no_grad()
-def write_grids(model: AGE, folder: Path, step: int, fixed_test: torch.Tensor) -> None:
-    from agelab.sampling import reconstruction_pairs, sample_images, save_grid
-
-    if model.cfg.model in COLORIZATION_MODELS:  # gray input, then K colorizations (agelab.colorize)
-        from agelab.colorize import write_colorization_grids
-
-        return write_colorization_grids(model, folder, step, fixed_test)
-    folder.mkdir(exist_ok=True)
-    was_training = model.training
-    model.eval()
-    save_grid(sample_images(model, 64, seed=0), folder / f"samples-{step:07d}.png")
-    if model.has_encoder:
-        save_grid(reconstruction_pairs(model, fixed_test), folder / f"recon-{step:07d}.png")
-    model.train(was_training)
+def write_grids(model: GenerativeModel, folder: Path, step: int, fixed_test: torch.Tensor) -> None:
+    """The periodic grids, the model's own (:meth:`GenerativeModel.write_grids`; colorizations for colorization models)."""
+    model.write_grids(folder, step, fixed_test)
 
 
-@torch.no_grad()
-def finish_run(model: AGE, run_dir: Path, test_data: ImageData, step: int, device: torch.device) -> dict:
-    """Final samples, held-out reconstructions, interpolations, summary.json and report.html."""
-    from agelab.report import write_report
-
-    if model.cfg.model in COLORIZATION_MODELS:  # colorizations, colour transfer, colorization metrics
-        from agelab.colorize import finish_colorization_run
-
-        return finish_colorization_run(model, run_dir, test_data, step, device)
-    from agelab.sampling import (interpolation_rows, latent_interpolation_rows, reconstruction_errors,
-                                 reconstruction_pairs, sample_images, save_grid)
-
-    model.eval()
-    x_test = to_float(test_data.images).to(device)
-    save_grid(sample_images(model, 64, seed=0), run_dir / "samples.png")
-    summary = {"step": step, "test_images": len(x_test)}
-    if model.has_encoder:
-        save_grid(reconstruction_pairs(model, x_test[:32]), run_dir / "reconstructions.png")
-        pairs = min(8, len(x_test) // 2)  # tiny test splits have fewer than 16 images
-        if pairs:
-            save_grid(interpolation_rows(model, x_test[:pairs], x_test[pairs:2 * pairs], steps=8),
-                      run_dir / "interpolations.png")
-        summary["test_reconstruction"] = reconstruction_errors(model, x_test)
-    else:  # a DCGAN: interpolate between prior samples instead
-        z = model.prior.sample(16, generator=torch.Generator().manual_seed(0)).to(device)  # (16, M)
-        save_grid(latent_interpolation_rows(model, z[:8], z[8:], steps=8), run_dir / "interpolations.png")
-    summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(run_dir)
-    return summary
-
+def finish_run(model: GenerativeModel, run_dir: Path, test_data: ImageData, step: int, device: torch.device) -> dict:
+    """The final outputs, summary.json and report.html: the model's own (:meth:`GenerativeModel.finish_run`)."""
+    return model.finish_run(run_dir, test_data, step, device)
