@@ -41,14 +41,6 @@ def tiny(kind: str, size: int = 32, **game) -> torch.nn.Module:
     return make_model(cfg, GameConfig(**(game or SWAPPED)))
 
 
-def params(module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.named_parameters()}
-
-
-def same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 # ---------------------------------------------------------------------------
 # Lab space
 # ---------------------------------------------------------------------------
@@ -102,12 +94,6 @@ def test_conditional_encoder_maps_to_unit_sphere_and_z_changes_the_colorization(
     assert (a1 - a2).abs().mean() > 0.05 * a1.abs().mean()  # same L, different z -> different ab
 
 
-def test_colorization_models_need_the_condition():
-    for kind in ("cage", "pix2pix"):
-        with pytest.raises(TypeError, match="lightness"):
-            tiny(kind).decode(torch.randn(2, 3))
-
-
 def test_model_registry_and_model_json():
     assert model_class("age") is AGE and model_class("cage") is ConditionalAGE and model_class("pix2pix") is Pix2Pix
     with pytest.raises(ValueError, match="unknown model type"):
@@ -128,30 +114,6 @@ def test_build_model_dispatches_on_the_config_and_needs_colour_data():
         TrainConfig(dataset="mnist", model="cage").validate()
     assert build_config("cars-colorization").model == "cage" and build_config("cars-colorization").latent_dim == 3
     assert build_config("cars-pix2pix").model == "pix2pix"
-
-
-@pytest.mark.parametrize("kind, names", [("cage", ("enc", "gen")), ("pix2pix", ("disc", "gen"))])
-def test_each_phase_updates_only_its_network(kind, names):
-    model = tiny(kind)
-    phases = model.phases()
-    assert tuple(p.name for p in phases) == names
-    batch = model.prepare_batch(rgb_u8(8))
-    for phase in phases:
-        for p in phases:  # as the trainer does
-            p.module.requires_grad_(p is phase)
-        others = {p.name: params(p.module) for p in phases if p is not phase}
-        before = params(phase.module)
-        opt = torch.optim.Adam(phase.module.parameters(), lr=1e-2)
-        for _ in range(phase.repeats):
-            opt.zero_grad()
-            loss, logs = phase.loss(batch)
-            assert torch.isfinite(loss) and "loss" in logs
-            loss.backward()
-            opt.step()
-        assert not same(before, params(phase.module)), phase.name
-        for p in phases:
-            if p is not phase:
-                assert same(others[p.name], params(p.module)), (phase.name, p.name)
 
 
 def test_conditional_losses_are_the_core_losses_on_the_batch():
