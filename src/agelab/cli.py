@@ -306,7 +306,7 @@ def cmd_eval(args) -> int:
     if weights:
         print(f"  weights: {weights.get('source')} ({weights.get('converted') or weights.get('file')})")
     speed = ext.get("speed")
-    if speed:
+    if speed and speed["images_per_s"] is not None:
         print(f"  extractor speed: {speed['images']} images in {speed['seconds']:.1f} s "
               f"({speed['images_per_s']:.1f} images/s)")
     for fs in ext.get("feature_sets", []):

@@ -241,7 +241,9 @@ def _speed(log: list) -> dict | None:
     ran = [r for r in log if not r["from_cache"]]
     seconds = sum(r["seconds"] for r in ran)
     n = sum(r.get("computed", r["n"]) for r in ran)  # a set resumed from partial files counts what ran now
-    return {"images": n, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)} if seconds > 0 else None
+    if not ran:
+        return None
+    return {"images": n, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if seconds > 0 else None}
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor = "classifier",
