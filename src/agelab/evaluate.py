@@ -210,12 +210,9 @@ def _extract_in_chunks(extractor: FeatureExtractor, images: Tensor, path: Path, 
                 except OSError:  # a read-only or full cache: no resume, the evaluation goes on
                     pass
         parts.append(part)
-    seconds = time.perf_counter() - started
+    record = _feature_record(desc, len(images), time.perf_counter() - started, computed)
     feats = torch.cat([f for f, _ in parts])
     logits = torch.cat([lg for _, lg in parts]) if parts and parts[0][1] is not None else None
-    record = {"set": desc.removeprefix("features: "), "n": len(images), "computed": computed, "cache": None,
-              "from_cache": False, "seconds": round(seconds, 2),
-              "images_per_s": round(computed / max(seconds, 1e-9), 2)}
     if computed < len(images):
         record["resumed_from_partial"] = len(images) - computed
     return (feats, logits), record
@@ -231,18 +228,23 @@ def _timed_extract(extractor: FeatureExtractor, images: Tensor, batch_size: int,
     """extractor.extract and the record of this feature set (no cache; time, images/s)."""
     started = time.perf_counter()
     out = extractor.extract(images, batch_size, progress, desc)
-    seconds = time.perf_counter() - started
-    return out, {"set": desc.removeprefix("features: "), "n": len(images), "cache": None, "from_cache": False,
-                 "seconds": round(seconds, 2), "images_per_s": round(len(images) / max(seconds, 1e-9), 2)}
+    return out, _feature_record(desc, len(images), time.perf_counter() - started, len(images))
+
+
+def _feature_record(desc: str, n: int, seconds: float, computed: int) -> dict:
+    """eval.json's entry for one feature set that ran (not read from the cache): ``computed`` of its ``n`` images
+    went through the extractor now (the rest came from partial files)."""
+    return {"set": desc.removeprefix("features: "), "n": n, "computed": computed, "cache": None, "from_cache": False,
+            "seconds": round(seconds, 2), "images_per_s": round(computed / max(seconds, 1e-9), 2)}
 
 
 def _speed(log: list) -> dict | None:
     """images/s of the extractor over the sets it ran on in this evaluation (not those read from the cache)."""
     ran = [r for r in log if not r["from_cache"]]
-    seconds = sum(r["seconds"] for r in ran)
-    n = sum(r.get("computed", r["n"]) for r in ran)  # a set resumed from partial files counts what ran now
     if not ran:
         return None
+    seconds = sum(r["seconds"] for r in ran)
+    n = sum(r["computed"] for r in ran)  # a set resumed from partial files counts what ran now
     return {"images": n, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2) if seconds > 0 else None}
 
 
