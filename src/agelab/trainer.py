@@ -4,7 +4,8 @@
         batch = model.prepare_batch(next images)  # AGE: x (B, C, S, S) in [-1, 1]; colorization: (ab, L)
         for phase in model.phases():              # AGE: encoder x1, generator x n_gen_steps; pix2pix: disc, gen
             freeze all parameters but phase.module's
-            repeat phase.repeats times: zero_grad, loss = phase.loss(batch), backward, step
+            b = phase.begin(batch) if it has one, else batch   # once per phase: what its updates share
+            repeat phase.repeats times: zero_grad, loss = phase.loss(b), backward, step
         every log_every:    one line in metrics.jsonl (the only host syncs, with the divergence check)
         every sample_every: sample and reconstruction grids
         every ckpt_every:   an atomic checkpoint, after the divergence check (never of non-finite weights)
@@ -352,10 +353,11 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             for p in phases:  # only this phase's network gets weight gradients
                 p.module.requires_grad_(p is phase)
             opt = optimizers[phase.name]
+            phase_batch = batch if phase.begin is None else phase.begin(batch)
             for _ in range(phase.repeats):
                 opt.zero_grad(set_to_none=True)
                 with autocast():
-                    loss, logs = phase.loss(batch)
+                    loss, logs = phase.loss(phase_batch)
                 loss.backward()
                 shard.average_gradients(phase_params[phase.name])
                 opt.step()

@@ -31,13 +31,16 @@ class Phase:
     """One player's move: ``repeats`` optimiser steps of ``module``'s parameters on ``loss``.
 
     The trainer freezes every other module's parameters during the phase, so no
-    weight gradient is computed for a network that this phase does not step.
+    weight gradient is computed for a network that this phase does not step. ``begin``, when
+    given, runs once before the phase's updates of an iteration and returns the batch its
+    losses see (e.g. with what the phase's repeated updates share, computed once).
     """
 
     name: str
     module: nn.Module
     loss: LossFn
     repeats: int = 1
+    begin: Callable[[object], object] | None = None
 
 
 class ModuleGroup:
