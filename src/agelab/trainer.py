@@ -33,7 +33,6 @@ import contextlib
 import math
 import os
 import signal
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from agelab.cuda_graph import GraphedIteration, set_capturable
 from agelab.data import ImageData, load_dataset, to_float
 from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
 from agelab.errors import first_line
+from agelab.log_window import LogWindow
 from agelab.models import make_model, model_class
 from agelab.models.age import GameConfig
 from agelab.models.base import GenerativeModel, ModelConfig
@@ -333,17 +333,10 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
               "model": model.train_state()}
         ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
 
-    # Loss logs summed on the device since the last log line, in place (so that a CUDA graph can add to them);
-    # a key of a phase gets phase.repeats values per iteration, so its mean is sums[k] / (repeats * window_iters).
-    sums: dict[str, torch.Tensor] = {}
-    repeats_of = {p.name: p.repeats for p in phases}
-    window_iters = 0
+    window = LogWindow({p.name: p.repeats for p in phases})
     finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since segment_start was finite
     finite_iters = torch.zeros((), dtype=torch.long, device=device)  # iterations since then before the first non-finite one
     segment_start = start_step
-
-    def means() -> dict[str, torch.Tensor]:
-        return {k: v / (repeats_of[k.split("/")[0]] * max(window_iters, 1)) for k, v in sums.items()}
 
     def iteration(rows: torch.Tensor) -> None:
         """One iteration of the game on the batch rows: every phase's updates. No host syncs."""
@@ -362,12 +355,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                 shard.average_gradients(phase_params[phase.name])
                 opt.step()
                 finite.logical_and_(torch.isfinite(loss))
-                for k, v in logs.items():
-                    key = f"{phase.name}/{k}"
-                    if key in sums:
-                        sums[key].add_(v.float())
-                    else:
-                        sums[key] = v.detach().float().clone()
+                window.add(phase.name, logs)
         finite_iters.add_(finite)
 
     graphed = GraphedIteration(iteration, device) if cfg.cuda_graphs else None
@@ -375,7 +363,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     def trouble() -> str | None:
         """What is non-finite (losses since the segment start, or any weight), else None. Two host syncs."""
         if not bool(finite):
-            losses = ", ".join(f"{k}={v.item():.4g}" for k, v in sorted(means().items()) if k.endswith("/loss"))
+            losses = ", ".join(f"{k}={v.item():.4g}" for k, v in sorted(window.means().items()) if k.endswith("/loss"))
             return f"non-finite loss at iteration {segment_start + int(finite_iters) + 1} ({losses})"
         tensors = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
         if not bool(torch.stack([torch.isfinite(v).all() for v in tensors.values()]).all()):
@@ -383,7 +371,6 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             return f"non-finite weights at iteration {step} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
         return None
 
-    t_window, n_window = time.perf_counter(), 0
     step = start_step
     stopped_by = None
     bar = tqdm(total=cfg.iterations, initial=start_step, disable=not (progress and shard.is_writer),
@@ -410,9 +397,8 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                     iteration(rows)
                 else:  # a new learning rate is a new graph (it is baked into the optimiser kernels)
                     graphed(rows, key=lr)
-                window_iters += 1
+                window.count(len(rows) * shard.world_size)  # images of the global batch
                 step += 1
-                n_window += len(rows) * shard.world_size  # images of the global batch
                 bar.update(1)
 
                 signal_name = shard.any_signal(flag["stop"])  # every process stops at the same iteration
@@ -443,15 +429,12 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                                          "detected_at": detected, "reason": problem})
                         tqdm.write(f"agelab: {problem}; rolled back to iteration {step} with the learning rate "
                                    f"x{lr_scale:g} (rollback {rollbacks} of {cfg.max_rollbacks})")
-                    for v in sums.values():
-                        v.zero_()
-                    window_iters = 0
+                    window.reset()
                     if graphed is not None:  # the restored optimiser state tensors are new: capture again
                         graphed.invalidate()
                     finite.fill_(True)
                     finite_iters.zero_()
                     segment_start = step
-                    t_window, n_window = time.perf_counter(), 0
                     bar.n = step
                     bar.refresh()
                     if stop:  # the rolled-back state, with its halved learning rate, is what a resume continues
@@ -461,20 +444,17 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                     continue
 
                 if due_log:
-                    dt = time.perf_counter() - t_window
-                    mean = shard.mean_over_processes(means())  # local batch means -> global batch means
+                    img_per_s = window.images_per_second()
+                    mean = shard.mean_over_processes(window.means())  # local batch means -> global batch means
                     values = {k: mean[k].item() for k in sorted(mean)}
-                    values.update(epoch=step / order.per_epoch, lr=lr, img_per_s=n_window / max(dt, 1e-9))
+                    values.update(epoch=step / order.per_epoch, lr=lr, img_per_s=img_per_s)
                     if graphed is not None:
                         values["cuda_graph_captures"] = graphed.captures
                     if shard.is_writer:
                         log.write(step, values)
                     bar.set_postfix({**{p.name: f"{values.get(p.name + '/loss', 0):.3g}" for p in phases},
-                                     "img/s": f"{values['img_per_s']:.0f}"})
-                    for v in sums.values():
-                        v.zero_()
-                    window_iters = 0
-                    t_window, n_window = time.perf_counter(), 0
+                                     "img/s": f"{img_per_s:.0f}"})
+                    window.reset()
                 if (step % cfg.sample_every == 0 or step == cfg.iterations) and shard.is_writer:
                     write_grids(model, run_dir / "grids", step, fixed_test)
                 if due_ckpt:
