@@ -1,4 +1,5 @@
-"""The training loop's parts, each on its own: the logging window.
+"""The training loop's parts, each on its own: the logging window and the
+divergence guard.
 
 The loop that puts them together (resume, rollback, signals, CUDA graphs) is tested through
 ``train()`` in test_trainer.py, test_reliability.py and test_cuda_graph.py; these tests say
@@ -7,10 +8,18 @@ what each part promises the loop.
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
+from torch import nn
 
 from agelab import log_window
+from agelab.divergence_guard import DivergenceGuard
 from agelab.log_window import LogWindow
+
+CPU = torch.device("cpu")
+NAN = float("nan")
 
 
 # ---------------------------------------------------------------------------
@@ -62,3 +71,58 @@ def test_window_images_per_second_counts_the_images_since_the_reset(monkeypatch)
     window.count(32)
     clock["now"] = 106.0
     assert window.images_per_second() == 8.0
+
+
+# ---------------------------------------------------------------------------
+# the divergence guard
+# ---------------------------------------------------------------------------
+def small_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+
+
+def run_iterations(guard: DivergenceGuard, losses_per_iteration) -> None:
+    for losses in losses_per_iteration:
+        for loss in losses:
+            guard.add_loss(torch.tensor(loss))
+        guard.end_iteration()
+
+
+def test_guard_is_quiet_while_every_loss_and_weight_is_finite():
+    guard = DivergenceGuard(CPU, start=0)
+    run_iterations(guard, [(1.0, 2.0), (0.5, 3.0)])
+
+    def mean_losses():
+        pytest.fail("the mean losses are computed only to report a non-finite loss")
+
+    assert guard.trouble(small_net(), 2, mean_losses) is None
+
+
+def test_guard_names_the_first_iteration_with_a_non_finite_loss_and_quotes_the_mean_losses():
+    guard = DivergenceGuard(CPU, start=10)  # resumed at iteration 10
+    run_iterations(guard, [(1.0, 2.0), (1.0, 2.0), (1.0, NAN), (1.0, 2.0)])  # iterations 11..14; 13 has a NaN
+    means = {"enc/loss": torch.tensor(1.0), "gen/loss": torch.tensor(NAN), "gen/rec_z": torch.tensor(0.5)}
+    assert guard.trouble(small_net(), 14, lambda: means) == "non-finite loss at iteration 13 (enc/loss=1, gen/loss=nan)"
+
+
+def test_guard_names_non_finite_weights_and_buffers_with_the_step():
+    guard = DivergenceGuard(CPU, start=0)
+    run_iterations(guard, [(1.0,)] * 7)  # every loss finite
+    net = small_net()
+    net[1].running_mean[0] = math.inf
+    assert guard.trouble(net, 7, lambda: {}) == "non-finite weights at iteration 7 (1.running_mean)"
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            if t.is_floating_point():
+                t.fill_(NAN)
+    assert guard.trouble(net, 7, lambda: {}) == "non-finite weights at iteration 7 (0.weight, 0.bias, 1.weight, ...)"
+
+
+def test_guard_reset_starts_a_new_segment_in_the_same_tensors():
+    guard = DivergenceGuard(CPU, start=0)
+    flag, count = guard.finite, guard.finite_iters
+    run_iterations(guard, [(1.0,), (NAN,)])
+    guard.reset(20)  # rolled back to iteration 20
+    assert guard.finite is flag and guard.finite_iters is count  # what a captured CUDA graph updates
+    assert guard.trouble(small_net(), 20, lambda: {}) is None
+    run_iterations(guard, [(1.0,), (math.inf,)])
+    assert guard.trouble(small_net(), 22, lambda: {}) == "non-finite loss at iteration 22 ()"

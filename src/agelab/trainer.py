@@ -45,6 +45,7 @@ from agelab.cpu import amp_problem, keep_freed_memory
 from agelab.cuda_graph import GraphedIteration, set_capturable
 from agelab.data import ImageData, load_dataset, to_float
 from agelab.distributed import Shard, launch_from_env, local_batch_size, start, use_global_batch_norm
+from agelab.divergence_guard import DivergenceGuard
 from agelab.errors import first_line
 from agelab.log_window import LogWindow
 from agelab.models import make_model, model_class
@@ -334,9 +335,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
         ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
 
     window = LogWindow({p.name: p.repeats for p in phases})
-    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since segment_start was finite
-    finite_iters = torch.zeros((), dtype=torch.long, device=device)  # iterations since then before the first non-finite one
-    segment_start = start_step
+    guard = DivergenceGuard(device, start_step)
 
     def iteration(rows: torch.Tensor) -> None:
         """One iteration of the game on the batch rows: every phase's updates. No host syncs."""
@@ -354,22 +353,11 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                 loss.backward()
                 shard.average_gradients(phase_params[phase.name])
                 opt.step()
-                finite.logical_and_(torch.isfinite(loss))
+                guard.add_loss(loss)
                 window.add(phase.name, logs)
-        finite_iters.add_(finite)
+        guard.end_iteration()
 
     graphed = GraphedIteration(iteration, device) if cfg.cuda_graphs else None
-
-    def trouble() -> str | None:
-        """What is non-finite (losses since the segment start, or any weight), else None. Two host syncs."""
-        if not bool(finite):
-            losses = ", ".join(f"{k}={v.item():.4g}" for k, v in sorted(window.means().items()) if k.endswith("/loss"))
-            return f"non-finite loss at iteration {segment_start + int(finite_iters) + 1} ({losses})"
-        tensors = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-        if not bool(torch.stack([torch.isfinite(v).all() for v in tensors.values()]).all()):
-            bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
-            return f"non-finite weights at iteration {step} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
-        return None
 
     step = start_step
     stopped_by = None
@@ -406,7 +394,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                 due_log = step % cfg.log_every == 0 or step == cfg.iterations
                 due_ckpt = step % cfg.ckpt_every == 0 or step == cfg.iterations or stop
                 # always checked before a checkpoint; one decision for every process
-                problem = shard.first_of(trouble()) if due_log or due_ckpt else None
+                problem = shard.first_of(guard.trouble(model, step, window.means)) if due_log or due_ckpt else None
                 if problem is not None:
                     if rollbacks >= cfg.max_rollbacks:
                         raise TrainingError(f"{problem}; giving up after {rollbacks} rollback(s) "
@@ -432,9 +420,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                     window.reset()
                     if graphed is not None:  # the restored optimiser state tensors are new: capture again
                         graphed.invalidate()
-                    finite.fill_(True)
-                    finite_iters.zero_()
-                    segment_start = step
+                    guard.reset(step)
                     bar.n = step
                     bar.refresh()
                     if stop:  # the rolled-back state, with its halved learning rate, is what a resume continues
