@@ -1,5 +1,5 @@
-"""The training loop's parts, each on its own: the logging window and the
-divergence guard.
+"""The training loop's parts, each on its own: the logging window, the divergence
+guard and the training state.
 
 The loop that puts them together (resume, rollback, signals, CUDA graphs) is tested through
 ``train()`` in test_trainer.py, test_reliability.py and test_cuda_graph.py; these tests say
@@ -15,8 +15,13 @@ import torch
 from torch import nn
 
 from agelab import log_window
+from agelab.checkpoint import CheckpointError, list_checkpoints, step_dir_name
+from agelab.distributed import Shard
 from agelab.divergence_guard import DivergenceGuard
 from agelab.log_window import LogWindow
+from agelab.trainer import build_model
+from agelab.training_state import TrainingError, TrainingState, load_train_state
+from conftest import assert_same_tensors, tiny_config
 
 CPU = torch.device("cpu")
 NAN = float("nan")
@@ -126,3 +131,117 @@ def test_guard_reset_starts_a_new_segment_in_the_same_tensors():
     assert guard.trouble(small_net(), 20, lambda: {}) is None
     run_iterations(guard, [(1.0,), (math.inf,)])
     assert guard.trouble(small_net(), 22, lambda: {}) == "non-finite loss at iteration 22 ()"
+
+
+# ---------------------------------------------------------------------------
+# the training state
+# ---------------------------------------------------------------------------
+def new_state(tmp_path, **overrides) -> TrainingState:
+    """A TrainingState of a tiny AGE model with one Adam per phase, checkpointing under tmp_path/run."""
+    cfg = tiny_config(tmp_path / "runs", **overrides)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, channels=1)
+    optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr) for p in model.phases()}
+    return TrainingState(model, optimizers, cfg, tmp_path / "run", Shard(), CPU)
+
+
+def take_steps(state: TrainingState, n: int = 1) -> None:
+    """n Adam steps of every optimiser with made-up gradients: weights and moments change."""
+    for _ in range(n):
+        for opt in state.optimizers.values():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.grad = torch.randn_like(p)
+            opt.step()
+
+
+def weights(state: TrainingState) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+def test_save_writes_a_checkpoint_whose_state_pt_a_resume_reads(tmp_path):
+    state = new_state(tmp_path)
+    take_steps(state)
+    state.save(3)
+    (folder,) = list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert folder.name == step_dir_name(3)
+    saved = load_train_state(folder)
+    assert list(saved) == ["step", "optimizers", "rng", "lr_scale", "rollbacks", "model"]  # the format old runs have
+    assert saved["step"] == 3 and (saved["lr_scale"], saved["rollbacks"]) == (1.0, 0)
+    assert sorted(saved["optimizers"]) == ["enc", "gen"] and torch.equal(saved["rng"]["torch"], torch.get_rng_state())
+
+
+def test_roll_back_restores_weights_optimisers_and_rng_and_halves_the_learning_rate(tmp_path):
+    state = new_state(tmp_path)
+    take_steps(state)
+    state.save(2)
+    saved_weights = weights(state)
+    saved_moments = {k: v.clone() for k, v in state.optimizers["enc"].state_dict()["state"][0].items()}
+    draws_after_save = torch.rand(5)
+    take_steps(state, 2)  # the run goes on, then diverges
+
+    assert state.roll_back("non-finite loss at iteration 4") == 2
+    assert_same_tensors(weights(state), saved_weights)
+    assert_same_tensors(state.optimizers["enc"].state_dict()["state"][0], saved_moments)
+    assert torch.equal(torch.rand(5), draws_after_save)  # the random numbers the run drew after the checkpoint
+    assert (state.lr_scale, state.rollbacks) == (0.5, 1)
+    lr = state.set_learning_rate(2)
+    assert lr == state.cfg.lr * 0.5
+    assert {g["lr"] for opt in state.optimizers.values() for g in opt.param_groups} == {lr}
+
+
+def test_each_rollback_halves_the_learning_rate_again_until_max_rollbacks(tmp_path):
+    state = new_state(tmp_path, max_rollbacks=2)
+    state.save(0)
+    assert [(state.roll_back("NaN"), state.lr_scale) for _ in range(2)] == [(0, 0.5), (0, 0.25)]
+    with pytest.raises(TrainingError, match=r"^NaN; giving up after 2 rollback\(s\) \(--max-rollbacks 2\)$"):
+        state.roll_back("NaN")
+    assert (state.lr_scale, state.rollbacks) == (0.25, 2)
+
+
+def test_roll_back_without_a_good_checkpoint_is_a_training_error(tmp_path):
+    state = new_state(tmp_path)
+    with pytest.raises(TrainingError, match=r"^NaN at 1; no good checkpoint to roll back to$"):
+        state.roll_back("NaN at 1")
+
+
+def test_resume_continues_with_the_checkpoints_learning_rate_factor(tmp_path):
+    state = new_state(tmp_path)
+    state.save(0)
+    state.roll_back("NaN")
+    state.save(4)  # lr_scale 0.5, 1 rollback
+    path = tmp_path / "run" / "checkpoints" / step_dir_name(4)
+
+    resumed = new_state(tmp_path, seed=1)  # other initial weights
+    resumed.resume(path, load_train_state(path))
+    assert (resumed.lr_scale, resumed.rollbacks) == (0.5, 1)
+    assert_same_tensors(weights(resumed), weights(state))
+
+
+def test_resume_of_a_checkpoint_from_before_the_divergence_guard_starts_at_full_learning_rate(tmp_path):
+    state = new_state(tmp_path)
+    state.save(0)
+    path = tmp_path / "run" / "checkpoints" / step_dir_name(0)
+    old_format = {k: v for k, v in load_train_state(path).items() if k not in ("lr_scale", "rollbacks")}
+    resumed = new_state(tmp_path)
+    resumed.lr_scale, resumed.rollbacks = 0.125, 3
+    resumed.resume(path, old_format)
+    assert (resumed.lr_scale, resumed.rollbacks) == (1.0, 0)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    state = new_state(tmp_path)
+    state.save(0)
+    path = tmp_path / "run" / "checkpoints" / step_dir_name(0)
+    other = new_state(tmp_path, latent_dim=8)
+    with pytest.raises(CheckpointError, match="another model config"):
+        other.resume(path, load_train_state(path))
+
+
+def test_the_learning_rate_follows_the_halving_schedule_times_the_factor(tmp_path, monkeypatch):
+    state = new_state(tmp_path, lr_halve_every=10)
+    factors = []
+    monkeypatch.setattr(state.model, "set_lr_factor", factors.append)
+    state.lr_scale = 0.5
+    assert state.set_learning_rate(25) == state.cfg.lr * 0.5 * 0.25  # halved at iterations 10 and 20
+    assert factors == [0.125]  # what the model scales its own step sizes by (AGE: the adversary weight's)

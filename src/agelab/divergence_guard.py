@@ -6,7 +6,7 @@ on-device count. The iteration may be captured into a CUDA graph and replayed
 (:mod:`agelab.cuda_graph`), so both are tensors made before it and only ever updated in
 place. The trainer reads them at log and checkpoint steps (:meth:`DivergenceGuard.trouble`,
 which also checks the weights), so that no checkpoint holds a non-finite value; what it does
-about a problem (roll back, or give up) is the trainer's.
+about a problem (roll back, or give up) is :meth:`agelab.training_state.TrainingState.roll_back`.
 """
 
 from __future__ import annotations

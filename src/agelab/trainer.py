@@ -30,7 +30,6 @@ state, from rank 0).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 from contextlib import contextmanager
@@ -52,16 +51,16 @@ from agelab.models import make_model, model_class
 from agelab.models.age import GameConfig
 from agelab.models.base import GenerativeModel, ModelConfig
 from agelab.runs import MetricsLog, Run, create_run_dir, write_status
+from agelab.training_state import TrainingError, TrainingState, load_train_state, state_scalars
+
+__all__ = ["train", "build_model", "BatchOrder", "TrainingError", "check_resume_config", "load_train_state",
+           "resolve_device", "write_grids", "finish_run", "RESUMABLE_CHANGES", "SEED_MAX", "MAX_THREADS"]
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
 RESUMABLE_CHANGES = ("iterations", "device", "threads", "no_download", "no_cache", "strict", "channels_last", "log_every", "sample_every", "ckpt_every", "keep_ckpts",
                      "max_rollbacks", "compile", "amp", "malloc_tuning", "cuda_graphs")
 SEED_MAX = 2**32 - 1  # seeds of torch generators; BatchOrder multiplies it by ~1e6
 MAX_THREADS = 1024
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message names the step."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,19 +127,6 @@ def _stop_on_signals():
             signal.signal(sig, h)
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def check_resume_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
     """The run's own config, with only the harmless options changed by ``overrides``."""
     saved_d = saved.to_dict()
@@ -150,21 +136,6 @@ def check_resume_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
         raise ConfigError(f"--{k.replace('_', '-')}: the run was trained with {saved_d.get(k)!r}, cannot resume "
                           f"with {v!r}; only {', '.join(RESUMABLE_CHANGES)} may change on resume")
     return saved.replace(**{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE_CHANGES}).validate()
-
-
-def load_train_state(path: Path) -> dict:
-    """The verified state.pt of checkpoint ``path``, checked to hold what a resume needs."""
-    state = ckpt.load_state(path)
-    try:
-        ok = (isinstance(state["step"], int) and state["step"] >= 0 and isinstance(state["optimizers"], dict)
-              and isinstance(state["rng"]["torch"], torch.Tensor)
-              and math.isfinite(float(state.get("lr_scale", 1.0))) and float(state.get("lr_scale", 1.0)) > 0
-              and isinstance(state.get("rollbacks", 0), int))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        ok = False
-    if not ok:
-        raise ckpt.CheckpointError(f"{path}: state.pt lacks a valid step, optimiser or RNG state")
-    return state
 
 
 def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = None,
@@ -192,11 +163,6 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
         shard.close()
 
 
-def _state_scalars(state: dict) -> dict:
-    """What the other processes need of rank 0's checkpoint state; the rest comes by ``Shard.sync_state``."""
-    return {"step": state["step"], "lr_scale": state.get("lr_scale", 1.0), "rollbacks": state.get("rollbacks", 0)}
-
-
 def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
     """The device of this process: ``--device``, with GPU LOCAL_RANK for each process of a multi-process run."""
     device = resolve_device(cfg.device)
@@ -221,7 +187,7 @@ def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
 
 def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | None, overrides: dict | None,
            progress: bool) -> Path:
-    start_step, state = 0, None
+    start_step, saved = 0, None  # saved: a resumed run's state.pt (the other processes: its scalars)
     if resume is not None:
         def open_run() -> tuple[Path, TrainConfig, Path, dict]:
             run_dir = Path(resume)
@@ -234,8 +200,8 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             return run_dir, cfg, ckpt_path, load_train_state(ckpt_path)
 
         # Rank 0 reads the run folder; the others get its config and step (and later its weights and state).
-        run_dir, cfg, ckpt_path, state = shard.on_writer(open_run, share=lambda r: (*r[:3], _state_scalars(r[3])))
-        start_step = state["step"]
+        run_dir, cfg, ckpt_path, saved = shard.on_writer(open_run, share=lambda r: (*r[:3], state_scalars(r[3])))
+        start_step = saved["step"]
     elif cfg is None:
         raise ValueError("train() needs a config or a run folder to resume")
     cfg = cfg.validate()
@@ -288,28 +254,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graphs))
                 if cfg.amp == "bf16" else contextlib.nullcontext)
 
-    def restore(path: Path, st: dict) -> None:
-        """Weights, optimiser states and RNG of checkpoint ``path``, whose checked state.pt is ``st``."""
-        model_cfg, weights = ckpt.load_model_files(path)
-        if model_cfg != model.cfg.to_dict():
-            raise ckpt.CheckpointError(f"{path}: checkpoint is of another model config than {run_dir}/config.json")
-        try:
-            model.load_state_dict(weights)
-            for name, opt in optimizers.items():  # in this run's implementation and memory layout
-                ckpt.load_optimizer_state(opt, st["optimizers"][name])
-            model.load_train_state(st.get("model", {}))
-            set_capturable(optimizers.values(), cfg.cuda_graphs)
-            _set_rng_state(st["rng"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise ckpt.CheckpointError(f"{path}: does not fit this run "
-                                       f"({type(exc).__name__}: {first_line(exc)})") from None
-
-    lr_scale, rollbacks = 1.0, 0  # divergence guard: learning-rate factor and rollbacks so far (checkpointed)
-    if state is not None:
-        if shard.is_writer:
-            restore(ckpt_path, state)
-        lr_scale, rollbacks = float(state.get("lr_scale", 1.0)), int(state.get("rollbacks", 0))
-    else:
+    if saved is None:
         def new_run_dir() -> Path:
             try:
                 run_dir = create_run_dir(cfg.out_dir, cfg.dataset, cfg.tag)
@@ -320,19 +265,13 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
             return run_dir
 
         run_dir = shard.on_writer(new_run_dir)  # one run folder, rank 0's; the others get its path
-    shard.sync_state(model, optimizers, device)  # every process: rank 0's weights, optimiser states and RNG stream
-    ckpt_root = run_dir / "checkpoints"
+    state = TrainingState(model, optimizers, cfg, run_dir, shard, device)
+    if saved is not None:
+        state.resume(ckpt_path, saved)
+    state.sync()  # every process: rank 0's weights, optimiser states and RNG stream
 
     images = train_data.images.to(device)  # (N, C, S, S) uint8, resident on the device
     fixed_test = to_float(test_data.images[:32]).to(device)  # held-out images for the reconstruction grid
-
-    def save(step: int) -> None:
-        if not shard.is_writer:
-            return
-        st = {"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": _rng_state(),
-              "lr_scale": lr_scale, "rollbacks": rollbacks,
-              "model": model.train_state()}
-        ckpt.save_checkpoint(ckpt_root, step, model, model.cfg.to_dict(), st, keep=cfg.keep_ckpts)
 
     window = LogWindow({p.name: p.repeats for p in phases})
     guard = DivergenceGuard(device, start_step)
@@ -367,19 +306,15 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
     try:
         if shard.is_writer:
             write_status(run_dir, "running", step=start_step)
-            ckpt.remove_stale_temporaries(ckpt_root)  # left by a process killed mid-save
+            ckpt.remove_stale_temporaries(state.ckpt_root)  # left by a process killed mid-save
             log = MetricsLog(run_dir)
             log.truncate_after(start_step)
         with _stop_on_signals() as flag:
-            if state is None:
-                save(0)  # a rollback target from the start, and a resume point before the first checkpoint
+            if saved is None:
+                state.save(0)  # a rollback target from the start, and a resume point before the first checkpoint
             model.train()
             while step < cfg.iterations:
-                lr = cfg.lr * lr_scale * (0.5 ** (step // cfg.lr_halve_every) if cfg.lr_halve_every else 1.0)
-                for opt in optimizers.values():
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                model.set_lr_factor(lr / cfg.lr)  # AGE: the adaptive adversary weight's step size
+                lr = state.set_learning_rate(step)
                 rows = shard.local_rows(order.indices(step)).to(device)
                 if graphed is None:
                     iteration(rows)
@@ -396,27 +331,13 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                 # always checked before a checkpoint; one decision for every process
                 problem = shard.first_of(guard.trouble(model, step, window.means)) if due_log or due_ckpt else None
                 if problem is not None:
-                    if rollbacks >= cfg.max_rollbacks:
-                        raise TrainingError(f"{problem}; giving up after {rollbacks} rollback(s) "
-                                            f"(--max-rollbacks {cfg.max_rollbacks})")
-
-                    def roll_back(problem: str = problem) -> int:
-                        target = ckpt.latest_good_checkpoint(ckpt_root)
-                        if target is None:
-                            raise TrainingError(f"{problem}; no good checkpoint to roll back to")
-                        st = load_train_state(target)
-                        restore(target, st)
-                        return st["step"]
-
-                    detected, step = step, shard.on_writer(roll_back)
-                    shard.sync_state(model, optimizers, device)
-                    lr_scale, rollbacks = lr_scale * 0.5, rollbacks + 1
+                    detected, step = step, state.roll_back(problem)
                     if shard.is_writer:
                         log.truncate_after(step)
-                        log.write(step, {"event": "rollback", "rollback": rollbacks, "lr_scale": lr_scale,
+                        log.write(step, {"event": "rollback", "rollback": state.rollbacks, "lr_scale": state.lr_scale,
                                          "detected_at": detected, "reason": problem})
                         tqdm.write(f"agelab: {problem}; rolled back to iteration {step} with the learning rate "
-                                   f"x{lr_scale:g} (rollback {rollbacks} of {cfg.max_rollbacks})")
+                                   f"x{state.lr_scale:g} (rollback {state.rollbacks} of {cfg.max_rollbacks})")
                     window.reset()
                     if graphed is not None:  # the restored optimiser state tensors are new: capture again
                         graphed.invalidate()
@@ -425,7 +346,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                     bar.refresh()
                     if stop:  # the rolled-back state, with its halved learning rate, is what a resume continues
                         stopped_by = signal_name
-                        save(step)
+                        state.save(step)
                         break
                     continue
 
@@ -444,7 +365,7 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                 if (step % cfg.sample_every == 0 or step == cfg.iterations) and shard.is_writer:
                     write_grids(model, run_dir / "grids", step, fixed_test)
                 if due_ckpt:
-                    save(step)
+                    state.save(step)
                 if stop:
                     stopped_by = signal_name
                     break
