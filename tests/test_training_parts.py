@@ -1,5 +1,5 @@
-"""The training loop's parts, each on its own: the logging window, the divergence
-guard and the training state.
+"""The training loop's parts, each on its own: the logging window, the divergence guard, the
+training state and the iteration.
 
 The loop that puts them together (resume, rollback, signals, CUDA graphs) is tested through
 ``train()`` in test_trainer.py, test_reliability.py and test_cuda_graph.py; these tests say
@@ -19,7 +19,7 @@ from agelab.checkpoint import CheckpointError, list_checkpoints, step_dir_name
 from agelab.distributed import Shard
 from agelab.divergence_guard import DivergenceGuard
 from agelab.log_window import LogWindow
-from agelab.trainer import build_model
+from agelab.trainer import Iteration, build_model
 from agelab.training_state import TrainingError, TrainingState, load_train_state
 from conftest import assert_same_tensors, tiny_config
 
@@ -245,3 +245,22 @@ def test_the_learning_rate_follows_the_halving_schedule_times_the_factor(tmp_pat
     state.lr_scale = 0.5
     assert state.set_learning_rate(25) == state.cfg.lr * 0.5 * 0.25  # halved at iterations 10 and 20
     assert factors == [0.125]  # what the model scales its own step sizes by (AGE: the adversary weight's)
+
+
+# ---------------------------------------------------------------------------
+# the iteration
+# ---------------------------------------------------------------------------
+def test_an_iteration_records_every_update_in_the_window_and_the_guard(tmp_path):
+    state = new_state(tmp_path)
+    model, phases = state.model, state.model.phases()
+    window, guard = LogWindow({p.name: p.repeats for p in phases}), DivergenceGuard(CPU, start=0)
+    images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8)
+    iteration = Iteration(model, phases, state.optimizers, images, state.cfg, Shard(), window, guard)
+    before = weights(state)
+
+    iteration(torch.arange(8))
+    iteration(torch.arange(8, 16))
+    assert {"enc/loss", "gen/loss"} <= set(window.sums)
+    assert int(guard.finite_iters) == 2 and bool(guard.finite)
+    changed = {k.split(".")[0] for k, v in weights(state).items() if not torch.equal(v, before[k])}
+    assert changed == {"encoder", "generator"}  # every phase stepped its network

@@ -10,10 +10,18 @@
         every sample_every: sample and reconstruction grids
         every ckpt_every:   an atomic checkpoint, after the divergence check (never of non-finite weights)
 
-Divergence guard: every loss is accumulated into an on-device "all finite" flag;
-at log and checkpoint steps the flag and the weights are checked, and a
-non-finite value rolls model, optimisers, RNG and step back to the newest good
-checkpoint with the learning rate halved (at most ``max_rollbacks`` times).
+The loop (:func:`_train`) is put together from parts with modules of their own:
+
+- :class:`~agelab.training_state.TrainingState` (``training_state.py``): model, optimisers,
+  RNG and the learning-rate factor as a checkpoint's state.pt; save, resume, roll back.
+- :class:`~agelab.divergence_guard.DivergenceGuard` (``divergence_guard.py``): every loss is
+  accumulated into an on-device "all finite" flag; at log and checkpoint steps the flag and
+  the weights are checked, and a non-finite value rolls model, optimisers, RNG and step back
+  to the newest good checkpoint with the learning rate halved (at most ``max_rollbacks`` times).
+- :class:`~agelab.log_window.LogWindow` (``log_window.py``): the loss sums on the device
+  between two log lines, their means, images per second.
+- :class:`Iteration` (here): one iteration, every phase's updates, with no host sync, so that
+  ``--cuda-graphs`` can capture it whole (:class:`~agelab.cuda_graph.GraphedIteration`).
 
 The trainer knows nothing of AGE or of any model type: losses, passes and what is
 detached live in the model (:mod:`agelab.models.age`), and it asks the model
@@ -49,11 +57,11 @@ from agelab.errors import first_line
 from agelab.log_window import LogWindow
 from agelab.models import make_model, model_class
 from agelab.models.age import GameConfig
-from agelab.models.base import GenerativeModel, ModelConfig
+from agelab.models.base import GenerativeModel, ModelConfig, Phase
 from agelab.runs import MetricsLog, Run, create_run_dir, write_status
 from agelab.training_state import TrainingError, TrainingState, load_train_state, state_scalars
 
-__all__ = ["train", "build_model", "BatchOrder", "TrainingError", "check_resume_config", "load_train_state",
+__all__ = ["train", "build_model", "BatchOrder", "Iteration", "TrainingError", "check_resume_config", "load_train_state",
            "resolve_device", "write_grids", "finish_run", "RESUMABLE_CHANGES", "SEED_MAX", "MAX_THREADS"]
 
 # Options that may differ when a run is resumed (they do not change the model or its training math).
@@ -163,8 +171,45 @@ def train(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = 
         shard.close()
 
 
-def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
-    """The device of this process: ``--device``, with GPU LOCAL_RANK for each process of a multi-process run."""
+# ---------------------------------------------------------------------------
+# set-up: the run folder, this process, the data, the model and its optimisers
+# ---------------------------------------------------------------------------
+def _read_run(run_dir: Path, overrides: dict) -> tuple[TrainConfig, Path, dict]:
+    """The config of run ``run_dir`` (with ``overrides``), its newest good checkpoint and that one's state.pt."""
+    if not (run_dir / "config.json").is_file():
+        raise ckpt.CheckpointError(f"{run_dir}: not a run folder (no config.json)")
+    cfg = check_resume_config(Run(run_dir).config(), overrides)
+    ckpt_path = ckpt.latest_good_checkpoint(run_dir / "checkpoints")
+    if ckpt_path is None:
+        raise ckpt.CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
+    return cfg, ckpt_path, load_train_state(ckpt_path)
+
+
+def _new_run_dir(cfg: TrainConfig) -> Path:
+    """A new numbered run folder under ``cfg.out_dir``, with the run's config.json."""
+    try:
+        run_dir = create_run_dir(cfg.out_dir, cfg.dataset, cfg.tag)
+    except OSError as exc:  # a file in the way, no permission, a full disk
+        why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+        raise OSError(f"--out-dir: cannot create a run folder in {cfg.out_dir} ({why or exc})") from None
+    (run_dir / "config.json").write_text(cfg.to_json())
+    return run_dir
+
+
+def _checked_config(cfg: TrainConfig, shard: Shard) -> TrainConfig:
+    """``cfg`` validated, with the limits of this trainer and of the processes it runs in."""
+    cfg = cfg.validate()
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"--seed: must be in 0..{SEED_MAX}, got {cfg.seed}")
+    if cfg.threads > MAX_THREADS:  # torch crashes (SIGSEGV) on absurd thread counts
+        raise ConfigError(f"--threads: must be <= {MAX_THREADS}, got {cfg.threads}")
+    local_batch_size(cfg.batch_size, shard.world_size)  # --batch-size is the global batch: it must split evenly
+    return cfg
+
+
+def _set_up_process(cfg: TrainConfig, shard: Shard) -> torch.device:
+    """The device of this process (``--device``, with GPU LOCAL_RANK for each process of a multi-process
+    run), after checking what the options need of it; sets the thread count and the allocator."""
     device = resolve_device(cfg.device)
     if shard.distributed and device.type == "cuda":
         if cfg.device.startswith("cuda:"):
@@ -182,51 +227,24 @@ def _process_device(cfg: TrainConfig, shard: Shard) -> torch.device:
         raise ConfigError(f"--cuda-graphs: CUDA graphs need a GPU; this run's device is {device}")
     if cfg.cuda_graphs and shard.distributed:
         raise ConfigError("--cuda-graphs: single-process runs only (the multi-process collectives run eagerly)")
-    return device
-
-
-def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | None, overrides: dict | None,
-           progress: bool) -> Path:
-    start_step, saved = 0, None  # saved: a resumed run's state.pt (the other processes: its scalars)
-    if resume is not None:
-        def open_run() -> tuple[Path, TrainConfig, Path, dict]:
-            run_dir = Path(resume)
-            if not (run_dir / "config.json").is_file():
-                raise ckpt.CheckpointError(f"{run_dir}: not a run folder (no config.json)")
-            cfg = check_resume_config(Run(run_dir).config(), overrides or {})
-            ckpt_path = ckpt.latest_good_checkpoint(run_dir / "checkpoints")
-            if ckpt_path is None:
-                raise ckpt.CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
-            return run_dir, cfg, ckpt_path, load_train_state(ckpt_path)
-
-        # Rank 0 reads the run folder; the others get its config and step (and later its weights and state).
-        run_dir, cfg, ckpt_path, saved = shard.on_writer(open_run, share=lambda r: (*r[:3], state_scalars(r[3])))
-        start_step = saved["step"]
-    elif cfg is None:
-        raise ValueError("train() needs a config or a run folder to resume")
-    cfg = cfg.validate()
-    if not 0 <= cfg.seed <= SEED_MAX:
-        raise ConfigError(f"--seed: must be in 0..{SEED_MAX}, got {cfg.seed}")
-    if cfg.threads > MAX_THREADS:  # torch crashes (SIGSEGV) on absurd thread counts
-        raise ConfigError(f"--threads: must be <= {MAX_THREADS}, got {cfg.threads}")
-    local_batch_size(cfg.batch_size, shard.world_size)  # --batch-size is the global batch: it must split evenly
-    device = _process_device(cfg, shard)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.malloc_tuning and device.type == "cpu":
         keep_freed_memory()
+    return device
 
-    # Data first: a missing dataset must fail before any run folder exists.
-    with shard.writer_first():  # rank 0 first: it may download; its error stops every process
-        train_data = load_dataset(cfg.dataset, "train", cfg.image_size, cfg.data_root, not cfg.no_download, progress,
-                                  cache=not cfg.no_cache, strict=cfg.strict)
-        test_data = load_dataset(cfg.dataset, "test", cfg.image_size, cfg.data_root, not cfg.no_download, progress,
-                                 cache=not cfg.no_cache, strict=cfg.strict)
-    order = BatchOrder(len(train_data), cfg.batch_size, cfg.seed)
 
-    torch.manual_seed(cfg.seed)
+def _load_data(cfg: TrainConfig, shard: Shard, progress: bool) -> tuple[ImageData, ImageData]:
+    """The train and test splits; rank 0 first (it may download), and its error stops every process."""
+    with shard.writer_first():
+        return tuple(load_dataset(cfg.dataset, split, cfg.image_size, cfg.data_root, not cfg.no_download, progress,
+                                  cache=not cfg.no_cache, strict=cfg.strict) for split in ("train", "test"))
+
+
+def _build_model(cfg: TrainConfig, channels: int, device: torch.device, shard: Shard) -> GenerativeModel:
+    """The run's model on ``device``, in the layout and with the compilation and batch norm the run asks for."""
     try:
-        model = build_model(cfg, train_data.channels).to(device)
+        model = build_model(cfg, channels).to(device)
         if cfg.channels_last:  # NHWC activations, the layout the convolution kernels prefer (docs/performance.md)
             model = model.to(memory_format=torch.channels_last)
     except (RuntimeError, MemoryError) as exc:  # e.g. --latent-dim 10**11: the allocator gives up
@@ -240,69 +258,100 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
         for phase in model.phases():  # AGE: encoder and generator
             phase.module.compile()
         model.compiled = True  # the compiled code runs through forward only
-    phases = model.phases()
-    # Adam: on CPU the fused kernel (the whole update in one vectorised pass over each tensor, where
-    # foreach makes one pass per elementwise operation; docs/performance.md); on CUDA foreach,
-    # capturable for --cuda-graphs.
+    return model
+
+
+def _adam(phases: list[Phase], cfg: TrainConfig, device: torch.device) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per phase. On CPU the fused kernel (the whole update in one vectorised pass over each
+    tensor, where foreach makes one pass per elementwise operation; docs/performance.md); on CUDA
+    foreach, capturable for --cuda-graphs."""
     fused = device.type == "cpu"
     optimizers = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                            foreach=None if fused else True, fused=fused or None)
                   for p in phases}
-    phase_params = {p.name: list(p.module.parameters()) for p in phases}
     set_capturable(optimizers.values(), cfg.cuda_graphs)
-    # (autocast's weight-cast cache must be off inside CUDA graph captures)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graphs))
-                if cfg.amp == "bf16" else contextlib.nullcontext)
+    return optimizers
 
+
+class Iteration:
+    """One iteration of the game on batch rows: every phase's updates, with no host sync.
+
+    It runs eagerly or is captured into a CUDA graph and replayed (``--cuda-graphs``), so what
+    it records goes in place into tensors that exist before it: the window's loss sums and
+    the guard's finite flag.
+    """
+
+    def __init__(self, model: GenerativeModel, phases: list[Phase], optimizers: dict[str, torch.optim.Optimizer],
+                 images: torch.Tensor, cfg: TrainConfig, shard: Shard, window: LogWindow, guard: DivergenceGuard):
+        self.model, self.phases, self.optimizers, self.images = model, phases, optimizers, images  # images (N, C, S, S) uint8
+        self.cfg, self.shard, self.window, self.guard = cfg, shard, window, guard
+        self.params = {p.name: list(p.module.parameters()) for p in phases}
+
+    def autocast(self):
+        """What the losses run under: bf16 autocast for ``--amp bf16``, else nothing."""
+        if self.cfg.amp != "bf16":
+            return contextlib.nullcontext()
+        # autocast's weight-cast cache must be off inside CUDA graph captures
+        return torch.autocast(self.images.device.type, dtype=torch.bfloat16, cache_enabled=not self.cfg.cuda_graphs)
+
+    def __call__(self, rows: torch.Tensor) -> None:
+        # AGE: x (b, C, S, S) in [-1, 1]; colorization models: (ab, L) in Lab space
+        batch = self.model.prepare_batch(self.images[rows], channels_last=self.cfg.channels_last)
+        for phase in self.phases:
+            for p in self.phases:  # only this phase's network gets weight gradients
+                p.module.requires_grad_(p is phase)
+            opt = self.optimizers[phase.name]
+            phase_batch = batch if phase.begin is None else phase.begin(batch)
+            for _ in range(phase.repeats):
+                opt.zero_grad(set_to_none=True)
+                with self.autocast():
+                    loss, logs = phase.loss(phase_batch)
+                loss.backward()
+                self.shard.average_gradients(self.params[phase.name])
+                opt.step()
+                self.guard.add_loss(loss)
+                self.window.add(phase.name, logs)
+        self.guard.end_iteration()
+
+
+# ---------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------
+def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | None, overrides: dict | None,
+           progress: bool) -> Path:
+    ckpt_path, saved = None, None  # a resumed run's checkpoint and its state.pt (the other processes: its scalars)
+    if resume is not None:  # rank 0 reads the run folder; the others get its config and step
+        run_dir = Path(resume)
+        cfg, ckpt_path, saved = shard.on_writer(lambda: _read_run(run_dir, overrides or {}),
+                                                share=lambda r: (*r[:2], state_scalars(r[2])))
+    elif cfg is None:
+        raise ValueError("train() needs a config or a run folder to resume")
+    cfg = _checked_config(cfg, shard)
+    device = _set_up_process(cfg, shard)
+    train_data, test_data = _load_data(cfg, shard, progress)  # a missing dataset fails before any run folder exists
+    order = BatchOrder(len(train_data), cfg.batch_size, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = _build_model(cfg, train_data.channels, device, shard)
+    phases = model.phases()
+    optimizers = _adam(phases, cfg, device)
     if saved is None:
-        def new_run_dir() -> Path:
-            try:
-                run_dir = create_run_dir(cfg.out_dir, cfg.dataset, cfg.tag)
-            except OSError as exc:  # a file in the way, no permission, a full disk
-                why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-                raise OSError(f"--out-dir: cannot create a run folder in {cfg.out_dir} ({why or exc})") from None
-            (run_dir / "config.json").write_text(cfg.to_json())
-            return run_dir
-
-        run_dir = shard.on_writer(new_run_dir)  # one run folder, rank 0's; the others get its path
+        run_dir = shard.on_writer(lambda: _new_run_dir(cfg))  # one run folder, rank 0's; the others get its path
     state = TrainingState(model, optimizers, cfg, run_dir, shard, device)
     if saved is not None:
         state.resume(ckpt_path, saved)
     state.sync()  # every process: rank 0's weights, optimiser states and RNG stream
+    start_step = 0 if saved is None else saved["step"]
 
     images = train_data.images.to(device)  # (N, C, S, S) uint8, resident on the device
     fixed_test = to_float(test_data.images[:32]).to(device)  # held-out images for the reconstruction grid
-
     window = LogWindow({p.name: p.repeats for p in phases})
     guard = DivergenceGuard(device, start_step)
-
-    def iteration(rows: torch.Tensor) -> None:
-        """One iteration of the game on the batch rows: every phase's updates. No host syncs."""
-        # AGE: x (b, C, S, S) in [-1, 1]; colorization models: (ab, L) in Lab space
-        batch = model.prepare_batch(images[rows], channels_last=cfg.channels_last)
-        for phase in phases:
-            for p in phases:  # only this phase's network gets weight gradients
-                p.module.requires_grad_(p is phase)
-            opt = optimizers[phase.name]
-            phase_batch = batch if phase.begin is None else phase.begin(batch)
-            for _ in range(phase.repeats):
-                opt.zero_grad(set_to_none=True)
-                with autocast():
-                    loss, logs = phase.loss(phase_batch)
-                loss.backward()
-                shard.average_gradients(phase_params[phase.name])
-                opt.step()
-                guard.add_loss(loss)
-                window.add(phase.name, logs)
-        guard.end_iteration()
-
+    iteration = Iteration(model, phases, optimizers, images, cfg, shard, window, guard)
     graphed = GraphedIteration(iteration, device) if cfg.cuda_graphs else None
 
-    step = start_step
-    stopped_by = None
+    step, stopped_by, log = start_step, None, None
     bar = tqdm(total=cfg.iterations, initial=start_step, disable=not (progress and shard.is_writer),
                desc=f"train {run_dir.name}", unit="it", dynamic_ncols=True)
-    log = None
     try:
         if shard.is_writer:
             write_status(run_dir, "running", step=start_step)
@@ -339,9 +388,9 @@ def _train(shard: Shard, cfg: TrainConfig | None, resume: str | os.PathLike | No
                         tqdm.write(f"agelab: {problem}; rolled back to iteration {step} with the learning rate "
                                    f"x{state.lr_scale:g} (rollback {state.rollbacks} of {cfg.max_rollbacks})")
                     window.reset()
+                    guard.reset(step)
                     if graphed is not None:  # the restored optimiser state tensors are new: capture again
                         graphed.invalidate()
-                    guard.reset(step)
                     bar.n = step
                     bar.refresh()
                     if stop:  # the rolled-back state, with its halved learning rate, is what a resume continues
