@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agelab.nets.narrow import from_image, to_image
+from agelab.ops import from_image, to_image
 
 
 def _n_stages(image_size: int) -> int:
@@ -99,7 +99,7 @@ class DCGANGenerator(nn.Module):
     def _rest(self, h: Tensor) -> Tensor:
         """(B, ch, 4, 4) before the first batch norm -> image (B, C, S, S)."""
         h = self.net[1:-2](h)  # (B, w, S/2, S/2)
-        # The last layer (w -> C image channels) as a matrix product and an overlap-add on CPU (narrow.py).
+        # The last layer (w -> C image channels) as a matrix product and an overlap-add on CPU (ops/image_end.py).
         return torch.tanh(to_image(h, self.net[-2].weight))
 
 
@@ -137,7 +137,7 @@ class DCGANEncoder(nn.Module):
 
     def _features(self, x: Tensor) -> Tensor:
         """(B, C, S, S) -> (B, w*2^(n-1), 4, 4)."""
-        # The first layer's input gradient runs as a matrix product and an overlap-add on CPU (narrow.py).
+        # The first layer's input gradient runs as a matrix product and an overlap-add on CPU (ops/image_end.py).
         return self.features[1:](from_image(x, self.features[0].weight))
 
     def _head(self, *hs: Tensor) -> Tensor:
