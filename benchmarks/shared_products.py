@@ -53,9 +53,10 @@ def main() -> None:
             for phase in phases:
                 for p in phases:
                     p.module.requires_grad_(p is phase)
+                phase_batch = batch if phase.begin is None else phase.begin(batch)
                 for _ in range(phase.repeats):
                     opts[phase.name].zero_grad(set_to_none=True)
-                    loss, _ = phase.loss(batch)
+                    loss, _ = phase.loss(phase_batch)
                     loss.backward()
                     opts[phase.name].step()
 

@@ -31,6 +31,16 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+SWAPPED_GAME = dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)  # the presets': image term on g
+GAMES = [dict(), SWAPPED_GAME]  # the paper's, and the presets' (every pass of both phases runs on two batches)
+
+
+def run_phase(phase: Phase, x) -> list[torch.Tensor]:
+    """A phase's updates on one batch as the trainer runs them (without stepping): begin once, then ``repeats`` losses."""
+    b = x if phase.begin is None else phase.begin(x)
+    return [phase.loss(b)[0] for _ in range(phase.repeats)]
+
+
 # ---------------------------------------------------------------------------
 # use of a model
 # ---------------------------------------------------------------------------
@@ -211,10 +221,11 @@ def test_frozen_bn_stats_keeps_running_statistics_and_restores_momentum():
     assert not torch.equal(before["features.3.running_mean"], after["features.3.running_mean"])
 
 
-def test_generator_loss_leaves_encoder_statistics_alone():
-    model = make_model()
+@pytest.mark.parametrize("game", GAMES)
+def test_generator_phase_leaves_encoder_statistics_alone(game):
+    model = make_model(**game)
     before = buffers(model.encoder)
-    model.generator_loss(batch())
+    run_phase(model.phases()[1], batch())
     assert same(before, buffers(model.encoder))
 
 
@@ -231,30 +242,30 @@ def test_sample_images_is_seeded_and_leaves_global_rng_alone():
     assert torch.allclose(a, model.decode(z), atol=1e-6)
 
 
-def test_generator_updates_of_one_batch_share_the_frozen_codes_exactly():
-    """With the image term on the generator, e(x) is computed once per batch and encoder state."""
-    torch.manual_seed(0)
-    model = make_model(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)
-    x = torch.rand(8, 1, 32, 32) * 2 - 1
+def test_generator_updates_of_one_batch_share_one_encoding_of_it():
+    """With the image term on the generator, the phase's begin encodes the batch once, without a graph, and every
+    update reads that code: the encoder runs on x once per phase and on g(z) once per update. A loss given the plain
+    batch encodes it itself, to the same value."""
+    model = make_model(**SWAPPED_GAME, n_gen_steps=3)
+    x = batch()
+    inputs = []
+    model.encoder.register_forward_hook(lambda mod, inp, out: inputs.append(inp[0]))
+    gen = model.phases()[1]
+    coded = gen.begin(x)
+    assert len(inputs) == 1 and inputs[0] is x and not coded.codes.requires_grad
+    torch.manual_seed(1)
+    losses = run_phase(gen, coded)
+    assert len(inputs) == 1 + gen.repeats and not any(t is x for t in inputs[1:])  # e(g(z)) of each update
+    torch.manual_seed(1)
+    fresh = [gen.loss(x)[0] for _ in range(gen.repeats)]
+    assert all(torch.equal(a, b) for a, b in zip(fresh, losses))
+
+
+def test_generator_phase_without_its_image_term_encodes_no_batch():
+    model = make_model()
     calls = []
-    model.encoder.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
-    torch.manual_seed(1)
-    first, _ = model.generator_loss(x)
-    torch.manual_seed(1)
-    second, _ = model.generator_loss(x)  # same z: the same loss, with one encoder pass fewer
-    assert len(calls) == 3 and torch.equal(first, second)
-    model._code_cache = None
-    torch.manual_seed(1)
-    fresh, _ = model.generator_loss(x)
-    assert torch.equal(fresh, first) and len(calls) == 5
-    opt = torch.optim.SGD(model.encoder.parameters(), lr=0.1)
-    model.encoder_loss(x)[0].backward()
-    opt.step()  # the encoder changed: its codes must be computed again
-    n = len(calls)
-    model.generator_loss(x)
-    assert len(calls) == n + 2
-    model.generator_loss(x.clone())  # another batch
-    assert len(calls) == n + 4
+    model.encoder.register_forward_hook(lambda mod, inp, out: calls.append(1))
+    assert model.phases()[1].begin(batch()).codes is None and not calls
 
 
 @pytest.mark.parametrize("game", [

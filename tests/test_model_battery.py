@@ -174,7 +174,7 @@ class TestEveryModel:
             torch.manual_seed(1)
             lb, _ = pb.loss(batch)
             assert torch.equal(la, lb), pa.name
-        for attr in ("game", "adversary_weight", "lr_factor", "_code_cache"):
+        for attr in ("game", "adversary_weight", "lr_factor"):
             assert not hasattr(a, attr), attr
         assert dict(a.named_buffers(recurse=False)) == {}
 
