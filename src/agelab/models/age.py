@@ -29,6 +29,7 @@ from agelab.distributed import fp32_region
 from agelab.divergences import kl_gaussian, kl_gaussian_reference, kl_knn
 from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+from agelab.ops import stacked
 
 # ModelConfig, frozen_bn_stats: from models.base
 __all__ = ["AGE", "CodedBatch", "GameConfig", "ModelConfig", "frozen_bn_stats"]
@@ -78,6 +79,11 @@ class AGE(GenerativeModel):
 
     kind = "age"
     age_game = True
+    # A phase's two passes through one net share the net's code-end product (agelab.ops.stacked) where the net runs
+    # its fast forms and is not compiled (compiled code runs through forward only, and the stacked passes call the
+    # net's parts). It needs encode and decode to be the nets' own passes: a subclass that conditions them sets it
+    # False. Set on an instance, it turns the stacking alone off (benchmarks/shared_products.py).
+    stacks_passes: bool = True
 
     def __init__(self, cfg: ModelConfig, game: GameConfig | None = None):
         super().__init__(cfg, game)  # cfg, prior, shard, compiled, then build: the networks
@@ -245,23 +251,18 @@ class AGE(GenerativeModel):
         """lr / initial lr: the adaptive adversary weight's step size (a device buffer, filled in place)."""
         self.lr_factor.fill_(factor)
 
-    def _stacks_end_products(self, net: nn.Module) -> bool:
-        """Whether a phase's two passes through ``net`` may share its end layer's matrix product.
-
-        Only for the nets that offer ``forward_two`` (the DCGAN pair), through this class's own
-        encode/decode (a subclass that conditions them keeps its own passes), and not for nets
-        compiled with ``--compile``, whose compiled code runs only through ``forward``.
-        ``forward_two`` bypasses the nets' own ``__call__``: forward hooks on the
-        encoder or generator module itself do not see these passes (hooks on their layers do).
-        """
-        return (hasattr(net, "forward_two") and not self.compiled and type(self).encode is AGE.encode
-                and type(self).decode is AGE.decode)
+    def _stacks(self, net: nn.Module) -> bool:
+        """Whether a phase's two passes through ``net`` run ``stacked`` (see ``stacks_passes``)."""
+        return self.stacks_passes and net.fast and not self.compiled
 
     def _encode_real_and_fake(self, x: Tensor, x_fake: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(e(x | c), e(x_fake | c)) of the encoder phase; the pass on x_fake leaves batch norm's running
         statistics alone (they are accumulated from real images only)."""
-        if self._stacks_end_products(self.encoder):
-            raw_real, raw_fake = self.encoder.forward_two(x, x_fake, second=frozen_bn_stats(self.encoder))
+        if self._stacks(self.encoder):
+            h_real = self.encoder.body(x)
+            with frozen_bn_stats(self.encoder):
+                h_fake = self.encoder.body(x_fake)
+            raw_real, raw_fake = stacked(self.encoder.code_layer, h_real, h_fake)
             return self.prior.project(raw_real), self.prior.project(raw_fake)
         z_real = self.encode(x, c)
         with frozen_bn_stats(self.encoder):
@@ -270,8 +271,9 @@ class AGE(GenerativeModel):
 
     def _decode_two(self, z1: Tensor, z2: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(g(z1 | c), g(z2 | c)), z1's batch first (batch norm's running statistics see them in this order)."""
-        if self._stacks_end_products(self.generator):
-            return self.generator.forward_two(z1, z2)
+        if self._stacks(self.generator):
+            h1, h2 = stacked(self.generator.code_layer, z1, z2)
+            return self.generator.body(h1), self.generator.body(h2)
         return self.decode(z1, c), self.decode(z2, c)
 
     def code_batch(self, batch) -> CodedBatch:
