@@ -1,15 +1,18 @@
-"""Paired A/B of one change in agelab's training step: a phase's two passes through a net sharing
-the net's end-layer matrix product (``forward_two``, docs/architecture.md) against separate passes.
+"""Paired A/B of agelab's fast layer forms in the training step: a phase's two passes through a net sharing
+the net's code-end matrix product (``agelab.ops.stacked``, docs/architecture.md) against separate passes,
+and both against the nets' layers as written.
 
     python benchmarks/shared_products.py --data-root ../shared/data --iterations 40
 
-Both variants are the cifar10 preset's model (`agelab train --preset cifar10`: 3x32x32, M = 128,
+The variants are the cifar10 preset's model (`agelab train --preset cifar10`: 3x32x32, M = 128,
 width 64, the swapped game, batch 64) with agelab's CPU setup (channels-last, fused Adam, malloc
-tuning), built from the same seed. They train in one process on the same batches, alternating
-iterations (A, B, then B, A, ...), so that the host's drifting speed hits both alike. The
+tuning), built from the same seed: "plain layers" (``model.use_fast_ops(False)``: every net runs its
+layers as written), "separate passes" (the fast forms, ``model.stacks_passes = False``) and
+"shared end products" (the default). They train in one process on the same batches, alternating
+iterations (A, B, C, then C, B, A, ...), so that the host's drifting speed hits them alike. The
 whole-iteration effect of a few percent is below the spread between separate benchmark runs
 (docs/performance.md); in one process it can be measured. Prints the median milliseconds per
-iteration of each variant and their ratio.
+iteration of each variant and its ratio to separate passes.
 """
 
 from __future__ import annotations
@@ -38,11 +41,10 @@ def main() -> None:
     cfg = build_config(None, dataset="cifar10", latent_dim=128, width=64, batch_size=64, **SWAPPED)
     images = load_dataset("cifar10", "train", 32, args.data_root).images
 
-    def variant(shared: bool):
+    def variant(fast: bool, stacked: bool):
         torch.manual_seed(0)
-        model = build_model(cfg, 3).to(memory_format=torch.channels_last)
-        if not shared:
-            model._stacks_end_products = lambda net: False  # every pass on its own, as before forward_two
+        model = build_model(cfg, 3).to(memory_format=torch.channels_last).use_fast_ops(fast)
+        model.stacks_passes = stacked
         model.train()
         phases = model.phases()
         opts = {p.name: torch.optim.Adam(p.module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
@@ -53,15 +55,17 @@ def main() -> None:
             for phase in phases:
                 for p in phases:
                     p.module.requires_grad_(p is phase)
+                phase_batch = batch if phase.begin is None else phase.begin(batch)
                 for _ in range(phase.repeats):
                     opts[phase.name].zero_grad(set_to_none=True)
-                    loss, _ = phase.loss(batch)
+                    loss, _ = phase.loss(phase_batch)
                     loss.backward()
                     opts[phase.name].step()
 
         return iteration
 
-    variants = {"separate passes": variant(False), "shared end products": variant(True)}
+    variants = {"plain layers": variant(False, False), "separate passes": variant(True, False),
+                "shared end products": variant(True, True)}
     times: dict[str, list[float]] = {name: [] for name in variants}
     g = torch.Generator().manual_seed(1)
     for i in range(args.warmup + args.iterations):

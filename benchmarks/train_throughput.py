@@ -86,13 +86,12 @@ def plain_loop(preset: str, data_root: str, warmup: int, steps: int, device_name
     opt_e = torch.optim.Adam(enc_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
-    # The conventional forward passes through the layer stacks (agelab's nets compute their first
-    # generator layer and last encoder layer as matrix products instead: same math, faster on CPU).
-    def gen(z):
-        return gen_net.net(z.view(z.shape[0], -1, 1, 1))
+    # The conventional forward passes through the layer stacks: the nets as built (agelab's models switch
+    # them to the fast forms of agelab.ops, the same math).
+    gen = gen_net
 
     def encode(x):
-        h = enc_net.head(enc_net.features(x)).flatten(1)
+        h = enc_net(x)
         return h / h.norm(dim=1, keepdim=True)
 
     def prior(n):

@@ -151,12 +151,13 @@ def phase_gradients(cfg, scale=None):
     ref_net = {"enc": ref.enc, "gen": ref.gen}
     out, phases = [], fast.phases()
     for phase in phases:
+        phase_batch = batch if phase.begin is None else phase.begin(batch)  # as the trainer does
         for _ in range(phase.repeats):
             rng = torch.get_rng_state()
             for p in phases:  # as the trainer does: weight gradients for this phase's net only
                 p.module.requires_grad_(p is phase)
                 p.module.zero_grad(set_to_none=True)
-            loss, _ = phase.loss(batch)
+            loss, _ = phase.loss(phase_batch)
             loss.backward()
             got = {k: p.grad for k, p in phase.module.named_parameters()}
             torch.set_rng_state(rng)  # the same latent draws

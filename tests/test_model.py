@@ -31,6 +31,16 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+SWAPPED_GAME = dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)  # the presets': image term on g
+GAMES = [dict(), SWAPPED_GAME]  # the paper's, and the presets' (every pass of both phases runs on two batches)
+
+
+def run_phase(phase: Phase, x) -> list[torch.Tensor]:
+    """A phase's updates on one batch as the trainer runs them (without stepping): begin once, then ``repeats`` losses."""
+    b = x if phase.begin is None else phase.begin(x)
+    return [phase.loss(b)[0] for _ in range(phase.repeats)]
+
+
 # ---------------------------------------------------------------------------
 # use of a model
 # ---------------------------------------------------------------------------
@@ -211,10 +221,11 @@ def test_frozen_bn_stats_keeps_running_statistics_and_restores_momentum():
     assert not torch.equal(before["features.3.running_mean"], after["features.3.running_mean"])
 
 
-def test_generator_loss_leaves_encoder_statistics_alone():
-    model = make_model()
+@pytest.mark.parametrize("game", GAMES)
+def test_generator_phase_leaves_encoder_statistics_alone(game):
+    model = make_model(**game)
     before = buffers(model.encoder)
-    model.generator_loss(batch())
+    run_phase(model.phases()[1], batch())
     assert same(before, buffers(model.encoder))
 
 
@@ -231,67 +242,114 @@ def test_sample_images_is_seeded_and_leaves_global_rng_alone():
     assert torch.allclose(a, model.decode(z), atol=1e-6)
 
 
-def test_generator_updates_of_one_batch_share_the_frozen_codes_exactly():
-    """With the image term on the generator, e(x) is computed once per batch and encoder state."""
-    torch.manual_seed(0)
-    model = make_model(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0)
-    x = torch.rand(8, 1, 32, 32) * 2 - 1
-    calls = []
-    model.encoder.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
-    torch.manual_seed(1)
-    first, _ = model.generator_loss(x)
-    torch.manual_seed(1)
-    second, _ = model.generator_loss(x)  # same z: the same loss, with one encoder pass fewer
-    assert len(calls) == 3 and torch.equal(first, second)
-    model._code_cache = None
-    torch.manual_seed(1)
-    fresh, _ = model.generator_loss(x)
-    assert torch.equal(fresh, first) and len(calls) == 5
-    opt = torch.optim.SGD(model.encoder.parameters(), lr=0.1)
-    model.encoder_loss(x)[0].backward()
-    opt.step()  # the encoder changed: its codes must be computed again
-    n = len(calls)
-    model.generator_loss(x)
-    assert len(calls) == n + 2
-    model.generator_loss(x.clone())  # another batch
-    assert len(calls) == n + 4
-
-
-@pytest.mark.parametrize("game", [
-    dict(),  # the paper's: e(x) and e(g(z)) share the encoder's head in the encoder phase
-    dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0),  # the presets': also g(z) and g(e(x))
-])
-def test_passes_sharing_end_layer_products_change_no_loss_gradient_or_statistic(game, monkeypatch):
-    """A phase's two passes through a net take its end layer's matrix product together (forward_two): the
-    losses, gradients and running statistics are those of separate passes, and --compile turns it off."""
-    import copy
-
-    stacked = make_model(**game)
-    separate = copy.deepcopy(stacked)
-    monkeypatch.setattr(separate, "_stacks_end_products", lambda net: False)
-    used = []
-    for net in (stacked.encoder, stacked.generator):
-        monkeypatch.setattr(net, "forward_two", lambda *a, _f=net.forward_two, **k: used.append(1) or _f(*a, **k))
+@pytest.mark.parametrize("fast", [True, False])
+def test_generator_updates_of_one_batch_share_one_encoding_of_it(fast):
+    """With the image term on the generator, the phase's begin encodes the batch once, without a graph, and every
+    update reads that code: the encoder runs on x once per phase and on g(z) once per update. A loss given the plain
+    batch encodes it itself, to the same value."""
+    model = make_model(**SWAPPED_GAME, n_gen_steps=3).use_fast_ops(fast)
     x = batch()
-    for loss_name, net_name in (("encoder_loss", "encoder"), ("generator_loss", "generator")):
-        results = []
-        for model in (stacked, separate):
+    inputs = []
+    model.encoder.register_forward_hook(lambda mod, inp, out: inputs.append(inp[0]))
+    gen = model.phases()[1]
+    coded = gen.begin(x)
+    assert len(inputs) == 1 and inputs[0] is x and not coded.codes.requires_grad
+    torch.manual_seed(1)
+    losses = run_phase(gen, coded)
+    assert len(inputs) == 1 + gen.repeats and not any(t is x for t in inputs[1:])  # e(g(z)) of each update
+    torch.manual_seed(1)
+    fresh = [gen.loss(x)[0] for _ in range(gen.repeats)]
+    assert all(torch.equal(a, b) for a, b in zip(fresh, losses))
+
+
+def test_generator_phase_without_its_image_term_encodes_no_batch():
+    model = make_model()
+    calls = []
+    model.encoder.register_forward_hook(lambda mod, inp, out: calls.append(1))
+    assert model.phases()[1].begin(batch()).codes is None and not calls
+
+
+def _relative_errors(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
+    return [((u - v).norm() / v.norm().clamp_min(1e-12)).item() for u, v in zip(a, b, strict=True)]
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_fast_ops_change_no_loss_gradient_or_statistic(game):
+    """Every update of both phases with the nets' fast forms and stacked passes on and off, on the same weights,
+    batch and latent draws: the same loss, weight gradients and batch-norm statistics to 1e-4 of each tensor's
+    norm, the phase gradients' tolerance of tests/test_equivalence.py (rounding: up to 3e-6, AMD EPYC)."""
+    x = batch()
+    results = []
+    for fast in (True, False):
+        model = make_model(**game).use_fast_ops(fast)
+        phases, out = model.phases(), []
+        for phase in phases:
+            for p in phases:  # as the trainer does: weight gradients for this phase's net only
+                p.module.requires_grad_(p is phase)
             torch.manual_seed(1)
-            loss, logs = getattr(model, loss_name)(x)
-            net = getattr(model, net_name)
-            results.append((loss, torch.autograd.grad(loss, list(net.parameters())), buffers(model)))
-        (loss_a, grads_a, buf_a), (loss_b, grads_b, buf_b) = results
-        torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
-        for ga, gb in zip(grads_a, grads_b):
-            torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5 * float(gb.abs().max()) + 1e-8)
-        assert buf_a.keys() == buf_b.keys()
-        for k in buf_b:
-            torch.testing.assert_close(buf_a[k], buf_b[k], rtol=1e-5, atol=1e-6)
-    assert len(used) == (2 if game else 1)  # the encoder phase, and the generator's when it has the image term
-    stacked.compiled = True  # what the trainer sets for --compile
-    stacked.encoder_loss(x)
-    stacked.generator_loss(x)
-    assert len(used) == (2 if game else 1)
+            for loss in run_phase(phase, x):
+                out += [loss, *torch.autograd.grad(loss, list(phase.module.parameters()), retain_graph=True)]
+            out += [b for b in buffers(model).values() if b.is_floating_point()]
+        results.append(out)
+    assert max(_relative_errors(*results)) < 1e-4
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_fast_ops_train_to_the_same_weights(game):
+    """Three iterations of both phases with Adam, with the fast forms on and off: the weights differ by float
+    rounding only (relative to the update, conftest.UPDATE_RTOL)."""
+    from conftest import UPDATE_RTOL, relative_update_error
+
+    x = batch()
+    weights, losses = [], []
+    for fast in (True, False):
+        model = make_model(**game).use_fast_ops(fast)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        phases = model.phases()
+        opts = {p.name: torch.optim.Adam(p.module.parameters(), lr=2e-4, betas=(0.5, 0.999)) for p in phases}
+        torch.manual_seed(1)
+        out = []
+        for _ in range(3):
+            for phase in phases:
+                for p in phases:
+                    p.module.requires_grad_(p is phase)
+                b = x if phase.begin is None else phase.begin(x)
+                for _ in range(phase.repeats):
+                    opts[phase.name].zero_grad(set_to_none=True)
+                    loss, _ = phase.loss(b)
+                    loss.backward()
+                    opts[phase.name].step()
+                    out.append(loss.item())
+        weights.append(model.state_dict())
+        losses.append(out)
+    assert relative_update_error(weights[0], weights[1], initial) < UPDATE_RTOL
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_stacked_passes_run_where_the_nets_are_fast_and_not_compiled():
+    """A phase's two passes through a net share its code-end product (agelab.ops.stacked, through the net's parts)
+    where the net is fast; with --compile, whose compiled code runs through forward, and with the fast forms off,
+    every pass is a call of the net, as for a model that conditions its passes (stacks_passes = False)."""
+    model = make_model(**SWAPPED_GAME)
+    calls = []
+    for net in (model.encoder, model.generator):
+        net.register_forward_hook(lambda mod, inp, out: calls.append(mod))
+    x = batch()
+
+    def net_calls(loss) -> tuple[int, int]:
+        calls.clear()
+        loss(x)
+        return sum(c is model.encoder for c in calls), sum(c is model.generator for c in calls)
+
+    # encoder phase: e(x), e(g(z)) stacked (and g(z) without a graph); generator phase: g(z), g(e(x)) stacked (and
+    # e(x) for the codes, e(g(z)))
+    assert net_calls(model.encoder_loss) == (0, 1) and net_calls(model.generator_loss) == (2, 0)
+    for switch_off in (lambda: setattr(model, "compiled", True),  # what the trainer sets for --compile
+                       lambda: model.use_fast_ops(False)):
+        model.compiled = False
+        model.use_fast_ops(True)
+        switch_off()
+        assert net_calls(model.encoder_loss) == (2, 1) and net_calls(model.generator_loss) == (2, 2)
 
 
 def test_adaptive_adversary_weight_follows_the_authors_schedule():

@@ -174,7 +174,7 @@ class TestEveryModel:
             torch.manual_seed(1)
             lb, _ = pb.loss(batch)
             assert torch.equal(la, lb), pa.name
-        for attr in ("game", "adversary_weight", "lr_factor", "_code_cache"):
+        for attr in ("game", "adversary_weight", "lr_factor"):
             assert not hasattr(a, attr), attr
         assert dict(a.named_buffers(recurse=False)) == {}
 
@@ -210,6 +210,22 @@ class TestEveryModel:
             for t in model.parameters():
                 assert (t.grad is not None) == (id(t) in mine)
             assert sum(t.grad.abs().sum() for t in phase.module.parameters()) > 0
+
+    def test_the_nets_fast_forms_change_no_loss(self, kind):
+        """``use_fast_ops(False)`` runs every net through its layers as written: each phase's loss (its begin
+        first, as the trainer does) on the same weights, batch and latent draws equals the fast forms' to
+        float rounding."""
+        model = build(kind)
+        batch = model.prepare_batch(images_u8(model))
+        losses = []
+        for fast in (True, False):
+            model.use_fast_ops(fast)
+            out = []
+            for phase in model.phases():
+                torch.manual_seed(1)
+                out.append(phase.loss(batch if phase.begin is None else phase.begin(batch))[0].item())
+            losses.append(out)
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
     def test_training_steps_each_phase_s_own_networks_only(self, kind, monkeypatch, tmp_path, colour_folder):
         """Through the real trainer: during a phase only its networks require gradients, and between two

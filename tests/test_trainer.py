@@ -54,7 +54,7 @@ def test_encoder_reconstruction_error_falls_at_paper_learning_rate(tiny_cfg):
     # ~25 s. At lr 2e-4 these tiny nets need ~1000 iterations before rec_x moves, and the drop is
     # seed-dependent (seed 4 barely moves). It also moves with the order of float sums: the curves
     # agree for ~500 iterations and then part. Seed 1 fell 0.68 -> 0.60 with separate end-layer
-    # products and 0.68 -> 0.63 with shared ones (forward_two); seeds 2 and 3 fell 12-24% either way.
+    # products and 0.68 -> 0.63 with shared ones (the stacked passes of agelab.ops); seeds 2 and 3 fell 12-24% either way.
     # Window-to-window noise on the plateau is under 1%, so a 5% fall is a real one.
     curve = _rec_x_curve(tiny_cfg(width=8, latent_dim=8, batch_size=16, iterations=1500, log_every=100,
                                   ckpt_every=1500, seed=1))

@@ -29,8 +29,10 @@ from agelab.distributed import fp32_region
 from agelab.divergences import kl_gaussian, kl_gaussian_reference, kl_knn
 from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+from agelab.ops import stacked
 
-__all__ = ["AGE", "GameConfig", "ModelConfig", "frozen_bn_stats"]  # ModelConfig, frozen_bn_stats: from models.base
+# ModelConfig, frozen_bn_stats: from models.base
+__all__ = ["AGE", "CodedBatch", "GameConfig", "ModelConfig", "frozen_bn_stats"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,18 @@ class GameConfig:
     knn_prior_samples: int = 256
 
 
+@dataclass(frozen=True)
+class CodedBatch:
+    """A batch (x, c) and its codes e(x | c), computed once without a graph (None where no loss term needs them).
+
+    What the generator phase's ``begin`` (:meth:`AGE.code_batch`) gives the phase's updates.
+    """
+
+    x: Tensor
+    c: Tensor | None
+    codes: Tensor | None
+
+
 class AGE(GenerativeModel):
     """Encoder e (image -> prior support) and generator g (latent -> image in [-1, 1]).
 
@@ -65,12 +79,15 @@ class AGE(GenerativeModel):
 
     kind = "age"
     age_game = True
+    # A phase's two passes through one net share the net's code-end product (agelab.ops.stacked) where the net runs
+    # its fast forms and is not compiled (compiled code runs through forward only, and the stacked passes call the
+    # net's parts). It needs encode and decode to be the nets' own passes: a subclass that conditions them sets it
+    # False. Set on an instance, it turns the stacking alone off (benchmarks/shared_products.py).
+    stacks_passes: bool = True
 
     def __init__(self, cfg: ModelConfig, game: GameConfig | None = None):
         super().__init__(cfg, game)  # cfg, prior, shard, compiled, then build: the networks
         self.game = game or GameConfig()
-        # (x, c, encoder state, e(x | c)) of the last generator update: see _frozen_code.
-        self._code_cache: tuple | None = None
         # The encoder's weight on D(e(g(z))) (changed by the adaptive schedule) and lr / initial lr, which scales
         # that schedule's steps: buffers that follow the model's device, kept out of the weights (train_state).
         self.register_buffer("adversary_weight", torch.tensor(float(self.game.adversary_weight)), persistent=False)
@@ -177,12 +194,16 @@ class AGE(GenerativeModel):
         return loss, logs
 
     def generator_loss(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Eq. 5. Passes: g on z, e on g(z) (input gradients only: e is not stepped); g(e(x)) when its L1 term is on."""
-        x, c = self.split_batch(batch)
+        """Eq. 5. Passes: g on z, e on g(z) (input gradients only: e is not stepped); g(e(x)) when its L1 term is on.
+
+        ``batch`` is the phase's :class:`CodedBatch` (``code_batch``), or a batch, whose codes are then computed here.
+        """
+        batch = self.code_batch(batch)
+        x, c = batch.x, batch.c
         _, lam, _, gen_x = self._weights()
         z = self.batch_latent(x.shape[0])  # (B, M)
         if gen_x > 0:  # g on z and on e(x), a constant for the generator
-            x_fake, x_rec = self._decode_two(z, self._frozen_code(x, c), c)  # (B, C, S, S) each
+            x_fake, x_rec = self._decode_two(z, batch.codes, c)  # (B, C, S, S) each
         else:
             x_fake = self.decode(z, c)  # (B, C, S, S)
         with frozen_bn_stats(self.encoder):
@@ -230,23 +251,18 @@ class AGE(GenerativeModel):
         """lr / initial lr: the adaptive adversary weight's step size (a device buffer, filled in place)."""
         self.lr_factor.fill_(factor)
 
-    def _stacks_end_products(self, net: nn.Module) -> bool:
-        """Whether a phase's two passes through ``net`` may share its end layer's matrix product.
-
-        Only for the nets that offer ``forward_two`` (the DCGAN pair), through this class's own
-        encode/decode (a subclass that conditions them keeps its own passes), and not for nets
-        compiled with ``--compile``, whose compiled code runs only through ``forward``.
-        ``forward_two`` bypasses the nets' own ``__call__``: forward hooks on the
-        encoder or generator module itself do not see these passes (hooks on their layers do).
-        """
-        return (hasattr(net, "forward_two") and not self.compiled and type(self).encode is AGE.encode
-                and type(self).decode is AGE.decode)
+    def _stacks(self, net: nn.Module) -> bool:
+        """Whether a phase's two passes through ``net`` run ``stacked`` (see ``stacks_passes``)."""
+        return self.stacks_passes and net.fast and not self.compiled
 
     def _encode_real_and_fake(self, x: Tensor, x_fake: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(e(x | c), e(x_fake | c)) of the encoder phase; the pass on x_fake leaves batch norm's running
         statistics alone (they are accumulated from real images only)."""
-        if self._stacks_end_products(self.encoder):
-            raw_real, raw_fake = self.encoder.forward_two(x, x_fake, second=frozen_bn_stats(self.encoder))
+        if self._stacks(self.encoder):
+            h_real = self.encoder.body(x)
+            with frozen_bn_stats(self.encoder):
+                h_fake = self.encoder.body(x_fake)
+            raw_real, raw_fake = stacked(self.encoder.code_layer, h_real, h_fake)
             return self.prior.project(raw_real), self.prior.project(raw_fake)
         z_real = self.encode(x, c)
         with frozen_bn_stats(self.encoder):
@@ -255,32 +271,30 @@ class AGE(GenerativeModel):
 
     def _decode_two(self, z1: Tensor, z2: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """(g(z1 | c), g(z2 | c)), z1's batch first (batch norm's running statistics see them in this order)."""
-        if self._stacks_end_products(self.generator):
-            return self.generator.forward_two(z1, z2)
+        if self._stacks(self.generator):
+            h1, h2 = stacked(self.generator.code_layer, z1, z2)
+            return self.generator.body(h1), self.generator.body(h2)
         return self.decode(z1, c), self.decode(z2, c)
 
-    def _frozen_code(self, x: Tensor, c: Tensor | None) -> Tensor:
-        """e(x | c) without a graph, computed once for the generator updates that share a batch.
+    def code_batch(self, batch) -> CodedBatch:
+        """The generator phase's ``begin``: the batch with e(x | c) when the generator's image term needs it.
 
-        The encoder does not change between those updates, so the n_gen_steps generator
-        updates of one iteration would compute the same codes; the cache is valid while the
-        batch is the same tensor object, the encoder is in the same mode and no encoder
-        parameter was modified in place (an optimiser step or a checkpoint load bumps their
-        version counters). In training mode batch norm normalises with the batch's own
-        statistics, so its running averages (buffers) do not enter the codes.
+        Computed once for the phase's n_gen_steps updates, without a graph: the encoder is not stepped
+        in the phase, so every update would compute the same codes. In training mode batch norm
+        normalises with the batch's own statistics, so its running averages do not enter the codes, and
+        the pass leaves them alone (``frozen_bn_stats``), as every pass whose encoder is not stepped does.
+        A :class:`CodedBatch` is returned as it is.
         """
-        state = (self.encoder.training, sum(p._version for p in self.encoder.parameters()))
-        if self._code_cache is not None:
-            x_seen, c_seen, state_seen, z_real = self._code_cache
-            if x_seen is x and c_seen is c and state_seen == state:
-                return z_real
+        if isinstance(batch, CodedBatch):
+            return batch
+        x, c = self.split_batch(batch)
+        if self._weights()[3] == 0:
+            return CodedBatch(x, c, None)
         with torch.no_grad(), frozen_bn_stats(self.encoder):
-            z_real = self.encode(x, c)  # (B, M)
-        self._code_cache = (x, c, state, z_real)
-        return z_real
+            return CodedBatch(x, c, self.encode(x, c))  # (B, M)
 
     def phases(self) -> list[Phase]:
         return [
             Phase("enc", self.encoder, self.encoder_loss, repeats=1),
-            Phase("gen", self.generator, self.generator_loss, repeats=self.game.n_gen_steps),
+            Phase("gen", self.generator, self.generator_loss, repeats=self.game.n_gen_steps, begin=self.code_batch),
         ]

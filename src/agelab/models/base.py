@@ -153,9 +153,23 @@ class GenerativeModel(nn.Module):
         self.prior = make_prior(cfg.prior, cfg.latent_dim)
         # Multi-process training (agelab.distributed): this process's slice of the global batch; None = one process.
         self.shard: Shard | None = None
-        # Set by the trainer for --compile: the nets then run only through forward (AGE._stacks_end_products).
+        # Set by the trainer for --compile: the nets then run only through forward (AGE.stacks_passes).
         self.compiled = False
         self.build(cfg)
+        self.use_fast_ops(True)  # nets are built running their layers as written
+
+    def use_fast_ops(self, on: bool) -> "GenerativeModel":
+        """Whether the nets run the fast forms of their layers (:mod:`agelab.ops`): on from construction.
+
+        Sets ``fast`` on every submodule that has it (the DCGAN nets). Off, every net runs its layers as
+        written, the reference that the fast forms equal to float rounding: what ``print(model)`` shows,
+        with every layer's forward hooks firing. Training, sampling and evaluation run what is set here.
+        Returns the model.
+        """
+        for m in self.modules():
+            if hasattr(m, "fast"):
+                m.fast = on
+        return self
 
     def check_config(self, cfg: ModelConfig) -> None:
         """Raise ValueError when ``cfg`` describes no model of this class (before anything is built)."""

@@ -69,6 +69,7 @@ class ConditionalAGE(Colorization, AGE):
 
     kind = "cage"
     model_fields = ("res_blocks",)
+    stacks_passes = False  # encode and decode take L: the stacked passes would run the nets without it
 
     @staticmethod
     def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:

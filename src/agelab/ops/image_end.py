@@ -1,4 +1,7 @@
-"""The image end of the DCGAN nets on CPU: stride-2 4x4 (transposed) convolutions to or from a few channels.
+"""The image end of the DCGAN nets: stride-2 4x4 (transposed) convolutions to or from a few channels.
+
+    to_image(x, w)    == to_image_reference(x, w)    = F.conv_transpose2d(x, w, stride=2, padding=1)
+    from_image(x, w)  == from_image_reference(x, w)  = F.conv2d(x, w, stride=2, padding=1)
 
 The generator's last layer is a transposed convolution from w channels to the C = 1 or 3
 image channels, and the gradient of the encoder's first layer with respect to its input
@@ -6,19 +9,20 @@ image channels, and the gradient of the encoder's first layer with respect to it
 operation. oneDNN's kernels use the CPU poorly on this shape (many channels in, 1-3 out,
 stride 2), far below the rate they reach on the other layers (figures: docs/performance.md).
 
-Here it is one matrix product and an overlap-add. For a (Cin, Cout, 4, 4) kernel, stride 2
-and padding 1, output row 2m + p (phase p) receives input row m + s through kernel tap k
-with 2(m + s) - 1 + k = 2m + p, which gives two taps per phase:
+The identity: for a (Cin, Cout, 4, 4) kernel, stride 2 and padding 1, output row 2m + p
+(phase p) receives input row m + s through kernel tap k with 2(m + s) - 1 + k = 2m + p,
+which gives two taps per phase:
 
     phase 0: (k=1, s=0), (k=3, s=-1)        phase 1: (k=2, s=0), (k=0, s=+1)
 
 and likewise for columns. So ``Y = x (B*H*W, Cin) @ w (Cin, 4*4*Cout)`` holds every tap's
 contribution, and summing the right taps along the width and then the height interleaves
-them into the (B, Cout, 2H, 2W) output. Same sums as the convolution, in another order.
+them into the (B, Cout, 2H, 2W) output: the convolution's sums, in another order.
 
 Only the forward of the generator's layer and the input gradient of the encoder's layer
 change; the other gradients are oneDNN's (``torch.nn.grad.conv2d_weight``, ``F.conv2d``).
-Used on CPU in fp32 without autocast; elsewhere the plain convolutions run.
+The product form runs on CPU in fp32 without autocast, for at most MAX_CHANNELS image
+channels; otherwise ``to_image`` and ``from_image`` are their references.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ from torch.nn.grad import conv2d_weight
 
 MAX_CHANNELS = 4  # image channels up to which the matrix-product form is used
 _TAPS = {0: ((1, 0), (3, -1)), 1: ((2, 0), (0, 1))}  # phase -> (tap, shift) pairs, see the module docstring
+
+
+def to_image_reference(x: Tensor, w: Tensor) -> Tensor:
+    """The generator's last layer as the library's transposed convolution; w (Cin, C, 4, 4)."""
+    return F.conv_transpose2d(x, w, stride=2, padding=1)
+
+
+def from_image_reference(x: Tensor, w: Tensor) -> Tensor:
+    """The encoder's first layer as the library's convolution; w (Cout, C, 4, 4)."""
+    return F.conv2d(x, w, stride=2, padding=1)
 
 
 def _add_shifted(dst: Tensor, src: Tensor, shift: int, dim: int) -> None:
@@ -124,14 +138,14 @@ def _use_product_form(x: Tensor, w: Tensor) -> bool:
 
 
 def to_image(x: Tensor, w: Tensor) -> Tensor:
-    """The generator's last layer, ``F.conv_transpose2d(x, w, stride=2, padding=1)``; w (Cin, C, 4, 4)."""
+    """The generator's last layer, :func:`to_image_reference`, with the product form where it applies."""
     if _use_product_form(x, w):
         return _ToImage.apply(x, w)
-    return F.conv_transpose2d(x, w, stride=2, padding=1)
+    return to_image_reference(x, w)
 
 
 def from_image(x: Tensor, w: Tensor) -> Tensor:
-    """The encoder's first layer, ``F.conv2d(x, w, stride=2, padding=1)``; w (Cout, C, 4, 4)."""
+    """The encoder's first layer, :func:`from_image_reference`, with the product form where it applies."""
     if _use_product_form(x, w):
         return _FromImage.apply(x, w)
-    return F.conv2d(x, w, stride=2, padding=1)
+    return from_image_reference(x, w)
