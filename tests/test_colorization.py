@@ -36,9 +36,10 @@ def rgb_u8(n=6, size=32, seed=0) -> torch.Tensor:
 
 
 def tiny(kind: str, size: int = 32, **game) -> torch.nn.Module:
+    """A tiny colorization model; the conditional AGE plays ``game`` (by default the swapped recipe's weights)."""
     torch.manual_seed(0)
     cfg = ModelConfig(latent_dim=3, channels=3, image_size=size, width=4, model=kind, res_blocks=1)
-    return make_model(cfg, GameConfig(**(game or SWAPPED)))
+    return make_model(cfg, GameConfig(**(game or SWAPPED)) if model_class(kind).age_game else None)
 
 
 # ---------------------------------------------------------------------------

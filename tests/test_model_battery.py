@@ -48,6 +48,9 @@ LAYOUT = {
 # (frozen_bn_stats): AGE's generator phase passes g(z) through e, pix2pix's through D.
 FROZEN_STATS = {"age": {"gen": "encoder"}, "cage": {"gen": "encoder"}, "pix2pix": {"gen": "discriminator"}}
 CAPABILITIES = ("has_encoder", "conditional", "age_game")
+# Non-default AGE game options of a run (--mu, --game-scale, --n-gen-steps, ...).
+GAME_OPTIONS = dict(mu=0.0, lam=5.0, enc_latent_recon=7.0, gen_image_recon=3.0, adversary_weight=0.3, game_scale="sum",
+                    adaptive_adversary=False, n_gen_steps=3)
 
 
 def tiny_model_config(kind: str, **changes) -> ModelConfig:
@@ -58,9 +61,10 @@ def tiny_model_config(kind: str, **changes) -> ModelConfig:
     return ModelConfig(**values)
 
 
-def build(kind: str, game: GameConfig | None = None, seed: int = 0, **changes) -> GenerativeModel:
+def build(kind: str, config=None, seed: int = 0, **changes) -> GenerativeModel:
+    """A tiny model of type ``kind``; ``config``: its training config (None: the defaults)."""
     torch.manual_seed(seed)
-    return make_model(tiny_model_config(kind, **changes), game)
+    return make_model(tiny_model_config(kind, **changes), config)
 
 
 def images_u8(model: GenerativeModel, n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -157,15 +161,23 @@ class TestEveryModel:
                 with pytest.raises(ConfigError, match="--prior"):
                     TrainConfig(dataset="cars", model=kind, prior=prior).validate()
 
-    def test_only_the_age_game_reads_the_game_config(self, kind):
-        """A model that plays the AGE game takes its weights and n_gen_steps from the GameConfig; the others
-        compute the same losses whatever game they are given, and carry none of the game's state."""
-        other = GameConfig(mu=0.0, lam=5.0, enc_latent_recon=7.0, gen_image_recon=3.0, adversary_weight=0.3,
-                           n_gen_steps=3)
-        a, b = build(kind), build(kind, game=other)
-        if model_class(kind).age_game:
-            assert [p.repeats for p in b.phases()] == [1, 3] and b.game is other
+    # ---- the training config ------------------------------------------------------------------------
+    def test_the_trainer_builds_the_model_with_its_config_from_the_run_s_options(self, kind):
+        """trainer.build_model gives the model ``config_from`` the run's options. The AGE game's options reach the
+        AGE models (n_gen_steps: the generator phase's repeats); the other models compute the same losses whatever
+        they are (--mu with --model dcgan changes nothing) and carry none of the game's state."""
+        cls = model_class(kind)
+        channels = 3 if cls.conditional else 1
+        run = TrainConfig(model=kind, prior=cls.required_prior or "sphere", latent_dim=3, width=4, res_blocks=1)
+        torch.manual_seed(0)
+        a = trainer.build_model(run, channels)
+        torch.manual_seed(0)
+        b = trainer.build_model(run.replace(**GAME_OPTIONS), channels)
+        assert a.config == cls.config_from(run) and b.config == cls.config_from(run.replace(**GAME_OPTIONS))
+        if cls.age_game:
+            assert b.config.mu == 0.0 and b.config.scale == "sum" and [p.repeats for p in b.phases()] == [1, 3]
             return
+        assert a.config == b.config
         assert [p.repeats for p in a.phases()] == [p.repeats for p in b.phases()] == [1] * len(PHASES[kind])
         batch = a.prepare_batch(images_u8(a))
         for pa, pb in zip(a.phases(), b.phases()):
@@ -174,7 +186,7 @@ class TestEveryModel:
             torch.manual_seed(1)
             lb, _ = pb.loss(batch)
             assert torch.equal(la, lb), pa.name
-        for attr in ("game", "adversary_weight", "lr_factor"):
+        for attr in ("adversary_weight", "lr_factor"):
             assert not hasattr(a, attr), attr
         assert dict(a.named_buffers(recurse=False)) == {}
 
@@ -312,7 +324,8 @@ class TestEveryModel:
     def test_training_state_beside_the_weights_round_trips(self, kind):
         """train_state() is what state.pt keeps besides the weights (AGE: its adaptive adversary weight);
         load_train_state restores it and ignores what it does not know."""
-        model = build(kind, game=GameConfig(adaptive_adversary=True, adversary_weight=0.5))
+        adaptive = GameConfig(adaptive_adversary=True, adversary_weight=0.5)
+        model = build(kind, adaptive if model_class(kind).age_game else None)
         model.set_lr_factor(0.5)
         batch = model.prepare_batch(images_u8(model))
         for phase in model.phases():

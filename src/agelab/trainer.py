@@ -55,8 +55,7 @@ from agelab.distributed import Shard, launch_from_env, local_batch_size, start, 
 from agelab.divergence_guard import DivergenceGuard
 from agelab.errors import first_line
 from agelab.log_window import LogWindow
-from agelab.models import make_model, model_class
-from agelab.models.age import GameConfig
+from agelab.models import model_class
 from agelab.models.base import GenerativeModel, ModelConfig, Phase
 from agelab.runs import MetricsLog, Run, create_run_dir, write_status
 from agelab.training_state import TrainingError, TrainingState, load_train_state, state_scalars
@@ -80,16 +79,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: TrainConfig, channels: int) -> GenerativeModel:
+    """A fresh model of type ``cfg.model`` for data of ``channels`` channels: its networks from the run's options
+    (ModelConfig) and its training config from them by its class (``config_from``; AGE: the GameConfig)."""
+    cls = model_class(cfg.model)  # agelab.models.MODEL_TYPES
+    if cls.conditional and channels != 3:
+        raise ConfigError(f"--model: {cfg.model} colorizes colour (RGB) images; this dataset has {channels} channel(s)")
     model_cfg = ModelConfig(latent_dim=cfg.latent_dim, channels=channels, image_size=cfg.image_size,
                             width=cfg.width, prior=cfg.prior, model=cfg.model, res_blocks=cfg.res_blocks)
-    if model_class(cfg.model).conditional and channels != 3:
-        raise ConfigError(f"--model: {cfg.model} colorizes colour (RGB) images; this dataset has {channels} channel(s)")
-    game = GameConfig(divergence=cfg.divergence, scale=cfg.game_scale, mu=cfg.mu, lam=cfg.lam, no_recon=cfg.no_recon,
-                      enc_latent_recon=cfg.enc_latent_recon, gen_image_recon=cfg.gen_image_recon,
-                      adversary_weight=cfg.adversary_weight, adaptive_adversary=cfg.adaptive_adversary,
-                      adaptive_threshold=cfg.adaptive_threshold, n_gen_steps=cfg.n_gen_steps, knn_k=cfg.knn_k,
-                      knn_prior_samples=cfg.knn_prior_samples)
-    return make_model(model_cfg, game)  # the class of cfg.model (agelab.models.MODEL_TYPES)
+    return cls(model_cfg, cls.config_from(cfg))
 
 
 class BatchOrder:

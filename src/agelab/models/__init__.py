@@ -42,9 +42,10 @@ def model_class(name: str) -> "type[GenerativeModel]":
     return getattr(importlib.import_module(module), cls)
 
 
-def make_model(cfg: "ModelConfig", game=None) -> "GenerativeModel":
-    """A freshly initialised model of type ``cfg.model``; ``game`` (an AGE GameConfig) is for the AGE models."""
-    return model_class(cfg.model)(cfg, game)
+def make_model(cfg: "ModelConfig", config=None) -> "GenerativeModel":
+    """A freshly initialised model of type ``cfg.model``; ``config`` is its training config (an instance of the
+    class's ``config_class``, e.g. an AGE GameConfig), None for its defaults (what ``agelab.load`` builds)."""
+    return model_class(cfg.model)(cfg, config)
 
 
 def model_names(**capabilities) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from agelab.distributed import fp32_region
 from agelab.divergences import kl_gaussian, kl_gaussian_reference, kl_knn
-from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats
+from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats, option
 from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 from agelab.ops import stacked
 
@@ -37,10 +37,14 @@ __all__ = ["AGE", "CodedBatch", "GameConfig", "ModelConfig", "frozen_bn_stats"]
 
 @dataclass(frozen=True)
 class GameConfig:
-    """Weights of the AGE game; only needed for training."""
+    """The AGE models' training config: the weights of the game and its phases' repeats; only needed for training.
+
+    Each field is set by the TrainConfig field of its name (``scale`` by ``game_scale``): ``AGE.config_from``.
+    """
 
     divergence: str = "gaussian_reference"  # the authors' formula
-    scale: str = "mean"  # "mean": D and the latent term per latent coordinate (the authors' code); "sum": eq. 7's sum
+    # "mean": D and the latent term per latent coordinate (the authors' code); "sum": eq. 7's sum (--game-scale)
+    scale: str = option("mean", "game_scale")
     mu: float = 10.0  # image reconstruction, encoder loss (paper)
     lam: float = 1000.0  # latent reconstruction, generator loss (paper, on the authors' scale with scale="mean")
     enc_latent_recon: float = 0.0  # latent reconstruction, encoder loss (not in the paper)
@@ -79,18 +83,18 @@ class AGE(GenerativeModel):
 
     kind = "age"
     age_game = True
+    config_class = GameConfig
     # A phase's two passes through one net share the net's code-end product (agelab.ops.stacked) where the net runs
     # its fast forms and is not compiled (compiled code runs through forward only, and the stacked passes call the
     # net's parts). It needs encode and decode to be the nets' own passes: a subclass that conditions them sets it
     # False. Set on an instance, it turns the stacking alone off (benchmarks/shared_products.py).
     stacks_passes: bool = True
 
-    def __init__(self, cfg: ModelConfig, game: GameConfig | None = None):
-        super().__init__(cfg, game)  # cfg, prior, shard, compiled, then build: the networks
-        self.game = game or GameConfig()
+    def __init__(self, cfg: ModelConfig, config: GameConfig | None = None):
+        super().__init__(cfg, config)  # cfg, config (the game), prior, shard, compiled, then build: the networks
         # The encoder's weight on D(e(g(z))) (changed by the adaptive schedule) and lr / initial lr, which scales
         # that schedule's steps: buffers that follow the model's device, kept out of the weights (train_state).
-        self.register_buffer("adversary_weight", torch.tensor(float(self.game.adversary_weight)), persistent=False)
+        self.register_buffer("adversary_weight", torch.tensor(float(self.config.adversary_weight)), persistent=False)
         self.register_buffer("lr_factor", torch.tensor(1.0), persistent=False)
 
     def build(self, cfg: ModelConfig) -> None:
@@ -125,20 +129,20 @@ class AGE(GenerativeModel):
             return self._divergence(z)
 
     def _divergence(self, z: Tensor) -> Tensor:
-        name = self.game.divergence
+        name = self.config.divergence
         if name == "gaussian_reference":
             return kl_gaussian_reference(z)
         if name == "gaussian":
             return self._on_scale(kl_gaussian(z))
         if name == "knn":
-            y = self.prior.sample(self.game.knn_prior_samples, device=z.device)  # (N, M)
-            return self._on_scale(kl_knn(z, y, k=self.game.knn_k, dim=self.prior.intrinsic_dim))
+            y = self.prior.sample(self.config.knn_prior_samples, device=z.device)  # (N, M)
+            return self._on_scale(kl_knn(z, y, k=self.config.knn_k, dim=self.prior.intrinsic_dim))
         raise ValueError(f"unknown divergence {name!r}")
 
     def _on_scale(self, d):
         """A divergence that sums over the M coordinates (eq. 7, the k-NN estimate), per coordinate on the
         authors' scale; the authors' formula already averages and is used as it is on either scale."""
-        return d / self.cfg.latent_dim if self.game.scale == "mean" else d
+        return d / self.cfg.latent_dim if self.config.scale == "mean" else d
 
     def _latent_weight(self, weight: float) -> float:
         """The factor of mean_b ||z - e(g(z))||^2 for a latent weight: weight/2 * (1/M on the authors' scale).
@@ -146,10 +150,10 @@ class AGE(GenerativeModel):
         On unit codes ||z - e(g(z))||^2 / 2 = 1 - cos, so the term is weight * (1 - cos), per coordinate
         (the authors' ``2 - mean(z * e(g(z)))`` over all B x M elements) with scale="mean".
         """
-        return 0.5 * weight / (self.cfg.latent_dim if self.game.scale == "mean" else 1)
+        return 0.5 * weight / (self.cfg.latent_dim if self.config.scale == "mean" else 1)
 
     def _weights(self) -> tuple[float, float, float, float]:
-        g = self.game
+        g = self.config
         if g.no_recon:
             return 0.0, 0.0, 0.0, 0.0
         return g.mu, g.lam, g.enc_latent_recon, g.gen_image_recon
@@ -175,12 +179,12 @@ class AGE(GenerativeModel):
         z_real, z_fake = self._encode_real_and_fake(x, x_fake, c)  # (B, M) each
         kl_real, kl_fake = self.divergence(z_real), self.divergence(z_fake)
         logs = {"kl_real": kl_real.detach(), "kl_fake": kl_fake.detach()}
-        if self.game.adaptive_adversary:
+        if self.config.adaptive_adversary:
             weight = self.adversary_weight.clone()  # this update's; the buffer changes for the next one
             logs["adv_weight"] = weight
             self._adapt_adversary(logs["kl_real"], logs["kl_fake"])
         else:
-            weight = self.game.adversary_weight  # 1 in the paper: x * 1.0 is exact, the loss and gradients as without
+            weight = self.config.adversary_weight  # 1 in the paper: x * 1.0 is exact, the loss and gradients as without
         loss = kl_real - weight * kl_fake
         if mu > 0:
             rec_x = F.l1_loss(self.decode(z_real, c), x)  # mean over all pixels
@@ -231,10 +235,10 @@ class AGE(GenerativeModel):
         """
         from agelab.divergences import ideal_gaussian_divergence
 
-        ideal = ideal_gaussian_divergence(self.game.divergence, self.cfg.latent_dim)
-        if self.game.divergence == "gaussian":
+        ideal = ideal_gaussian_divergence(self.config.divergence, self.cfg.latent_dim)
+        if self.config.divergence == "gaussian":
             ideal = self._on_scale(ideal)
-        limit = self.game.adaptive_threshold * ideal
+        limit = self.config.adaptive_threshold * ideal
         up = self.adversary_weight + 0.001 * self.lr_factor
         above = (kl_real > limit) | (kl_fake > limit)
         self.adversary_weight.copy_(torch.where(above, (up - 0.02 * self.lr_factor).clamp_min(0.0), up))
@@ -296,5 +300,5 @@ class AGE(GenerativeModel):
     def phases(self) -> list[Phase]:
         return [
             Phase("enc", self.encoder, self.encoder_loss, repeats=1),
-            Phase("gen", self.generator, self.generator_loss, repeats=self.game.n_gen_steps, begin=self.code_batch),
+            Phase("gen", self.generator, self.generator_loss, repeats=self.config.n_gen_steps, begin=self.code_batch),
         ]

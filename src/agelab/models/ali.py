@@ -18,6 +18,8 @@ is the weakness the AGE paper points out (fig. 3).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -40,10 +42,17 @@ class JointDiscriminator(nn.Module):
         return self.joint(torch.cat([self.x_net(x), self.z_net(z.to(x.dtype))], dim=1))
 
 
+@dataclass(frozen=True)
+class ALIConfig:
+    """ALI's training config: empty, as its losses have no weights and its phases one step each (the AGE game's
+    options, --mu, --lam, ..., do not apply to it; the optimisers' --lr and --beta1 are the trainer's)."""
+
+
 class ALI(GenerativeModel):
     """ALI/BiGAN on the AGE networks."""
 
     kind = "ali"
+    config_class = ALIConfig
 
     def build(self, cfg: ModelConfig) -> None:
         self.encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)

@@ -1,9 +1,12 @@
-"""What every model is to the rest of agelab: :class:`GenerativeModel`, its phases and its config.
+"""What every model is to the rest of agelab: :class:`GenerativeModel`, its phases and its configs.
 
 The trainer, the commands, the demo and the evaluation ask a model what it can do through
 the capabilities its class declares (``has_encoder``, ``conditional``, ...) and let it write
-its own grids and final outputs; none of them compares model names. A new model is a
-subclass here plus one line in the registry (:data:`agelab.models.MODEL_TYPES`).
+its own grids and final outputs; none of them compares model names. A model has two
+configs: :class:`ModelConfig` (its networks, saved as model.json) and its own training
+config (the weights of its losses, its phases' repeats: a dataclass its class names in
+``config_class``, which :meth:`GenerativeModel.config_from` fills from the run's TrainConfig).
+A new model is a subclass here plus one line in the registry (:data:`agelab.models.MODEL_TYPES`).
 """
 
 from __future__ import annotations
@@ -102,6 +105,16 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def option(default, name: str | None):
+    """A field of a model's training config that the TrainConfig field ``name`` sets, where the names differ.
+
+    A field declared without it is set by the TrainConfig field of its own name. ``name=None``: no TrainConfig
+    field sets it (there is no command-line option), so a trained run has the default; a model built in code
+    may still be given another value. See :meth:`GenerativeModel.config_from`.
+    """
+    return dataclasses.field(default=default, metadata={"option": name})
+
+
 @contextlib.contextmanager
 def frozen_bn_stats(module: nn.Module):
     """Batch norm keeps normalising with batch statistics but leaves its running averages alone.
@@ -130,9 +143,9 @@ class GenerativeModel(nn.Module):
     the ab channels, c = the lightness L), which ``encode(x, c)`` and ``decode(z, c)`` take;
     unconditional models ignore c.
 
-    A subclass declares its capabilities (class attributes below), creates its networks in
-    ``build`` and says what its optimisers minimise in ``phases``. The registry
-    (:data:`agelab.models.MODEL_TYPES`) maps its ``kind`` to it.
+    A subclass declares its capabilities (class attributes below) and its training config
+    (``config_class``), creates its networks in ``build`` and says what its optimisers minimise
+    in ``phases``. The registry (:data:`agelab.models.MODEL_TYPES`) maps its ``kind`` to it.
     """
 
     # ---- capabilities (class attributes; read by the trainer, the commands, the demo and agelab eval) -----
@@ -140,16 +153,26 @@ class GenerativeModel(nn.Module):
     has_encoder: ClassVar[bool] = True  # encode (and so reconstruct, interpolation between images, probes)
     no_encoder_reason: ClassVar[str] = ""  # what encode raises, with has_encoder = False
     conditional: ClassVar[bool] = False  # colorization: batches (ab, L) of RGB data, encode/decode take L
-    age_game: ClassVar[bool] = False  # plays the AGE game: reads the GameConfig (the baselines do not)
+    age_game: ClassVar[bool] = False  # plays the AGE game (eq. 5-7): its config_class is the GameConfig
     required_prior: ClassVar[str | None] = None  # the only prior the model is defined for (the VAE: gaussian)
     prior_note: ClassVar[str] = ""  # why, for the error that says so
     model_fields: ClassVar[tuple[str, ...]] = ()  # the MODEL_SPECIFIC_FIELDS of ModelConfig this model reads
+    # The model's training config: a frozen dataclass of what its losses and phases read (AGE: the GameConfig).
+    # Every registered class names its own; config_from fills it from a TrainConfig.
+    config_class: ClassVar[type]
 
-    def __init__(self, cfg: ModelConfig, game=None):
-        """``game`` (an AGE GameConfig) is for the models that play the AGE game; the others ignore it."""
+    def __init__(self, cfg: ModelConfig, config=None):
+        """``config``: the model's training config, an instance of ``config_class`` (None: its defaults, which is
+        what a loaded model needs: sampling and encoding read no training config)."""
         super().__init__()
         self.check_config(cfg)
+        if config is None:
+            config = self.config_class()
+        elif not isinstance(config, self.config_class):
+            raise TypeError(f"a {self.kind} model's training config is a {self.config_class.__name__}, "
+                            f"got a {type(config).__name__}")
         self.cfg = cfg
+        self.config = config
         self.prior = make_prior(cfg.prior, cfg.latent_dim)
         # Multi-process training (agelab.distributed): this process's slice of the global batch; None = one process.
         self.shard: Shard | None = None
@@ -170,6 +193,21 @@ class GenerativeModel(nn.Module):
             if hasattr(m, "fast"):
                 m.fast = on
         return self
+
+    @classmethod
+    def config_from(cls, train_cfg) -> object:
+        """The model's training config (``config_class``) from a run's TrainConfig.
+
+        Each field takes the TrainConfig field of its name, or of the name its :func:`option` gives (AGE's
+        ``scale`` is ``game_scale``); a field declared ``option(default, None)`` keeps its default. The trainer
+        builds every model's config this way, so it needs to know no model's options.
+        """
+        values = {}
+        for f in dataclasses.fields(cls.config_class):
+            name = f.metadata.get("option", f.name)
+            if name is not None:
+                values[f.name] = getattr(train_cfg, name)
+        return cls.config_class(**values)
 
     def check_config(self, cfg: ModelConfig) -> None:
         """Raise ValueError when ``cfg`` describes no model of this class (before anything is built)."""

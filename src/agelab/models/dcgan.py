@@ -15,6 +15,8 @@ defined for it (``encode`` says so; ``agelab eval`` skips those metrics).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,10 +40,17 @@ def discriminator_objective(real_logits: Tensor, fake_logits: Tensor) -> tuple[T
                   "d_fake": torch.sigmoid(fake_logits).mean().detach()}
 
 
+@dataclass(frozen=True)
+class DCGANConfig:
+    """The DCGAN's training config: empty, as its losses have no weights and its phases one step each (the AGE
+    game's options, --mu, --lam, ..., do not apply to it; the optimisers' --lr and --beta1 are the trainer's)."""
+
+
 class DCGAN(GenerativeModel):
     """A DCGAN on the AGE networks; ``decode``/``sample`` as for AGE, no ``encode``."""
 
     kind = "dcgan"
+    config_class = DCGANConfig
     has_encoder = False
     no_encoder_reason = ("a DCGAN has no encoder: reconstructions, interpolation between images and "
                          "linear probes need an encoder model (age, vae or ali)")

@@ -4,10 +4,11 @@
     discriminator D(ab | L):  PatchGAN on [L, ab], one logit per patch
 
 Losses (pix2pix's: the vanilla GAN objective as binary cross-entropy on logits,
-plus an L1 term with pix2pix's weight 100; ab in [-1, 1] as for the AGE model):
+plus an L1 term with weight l1_weight, pix2pix's 100 (:class:`Pix2PixConfig`); ab in [-1, 1]
+as for the AGE model):
 
     disc loss (minimised):  1/2 [ BCE(D(ab | L), 1) + BCE(D(G(z, L) | L), 0) ]
-    gen loss  (minimised):  BCE(D(G(z, L) | L), 1) + 100 * mean |ab - G(z, L)|
+    gen loss  (minimised):  BCE(D(G(z, L) | L), 1) + l1_weight * mean |ab - G(z, L)|
 
 Two phases per iteration, "disc" then "gen", one step each, in the same trainer
 loop as AGE (:mod:`agelab.trainer`). Dropout (pix2pix's other noise source) is
@@ -17,22 +18,34 @@ alone, so the diversity metrics measure what z does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats
+from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats, option
 from agelab.models.conditional import Colorization, _need_condition
 from agelab.models.dcgan import bce, discriminator_objective
 from agelab.nets.pix2pix import PatchDiscriminator, UNetGenerator
 
-L1_WEIGHT = 100.0  # pix2pix's lambda
+
+@dataclass(frozen=True)
+class Pix2PixConfig:
+    """pix2pix's training config: the weight of the generator's L1 term.
+
+    No command-line option sets it (``--mu`` and ``--lam`` are the AGE game's), so a trained run uses pix2pix's
+    lambda of 100, the paper's comparison.
+    """
+
+    l1_weight: float = option(100.0, None)  # pix2pix's lambda
 
 
 class Pix2Pix(Colorization, GenerativeModel):
     """pix2pix colorization with noise maps: ``decode(z, L)`` -> ab; no encoder (no colour transfer)."""
 
     kind = "pix2pix"
+    config_class = Pix2PixConfig
     has_encoder = False
     no_encoder_reason = "pix2pix has no encoder: colour transfer needs a conditional AGE (cage) model"
 
@@ -65,7 +78,7 @@ class Pix2Pix(Colorization, GenerativeModel):
             logits = self.discriminator(fake, c)
         adv = bce(logits, 1.0)
         l1 = F.l1_loss(fake, x)
-        loss = adv + L1_WEIGHT * l1
+        loss = adv + self.config.l1_weight * l1
         return loss, {"loss": loss.detach(), "adv": adv.detach(), "l1": l1.detach()}
 
     def phases(self) -> list[Phase]:

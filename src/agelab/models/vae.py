@@ -23,6 +23,7 @@ interpolation use.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -34,10 +35,17 @@ from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 MIN_VARIANCE = 1e-6  # floor of sigma^2 ([-1, 1] pixel units)
 
 
+@dataclass(frozen=True)
+class VAEConfig:
+    """The VAE's training config: empty, as the negative ELBO has no weights (the decoder's sigma is the batch's;
+    the AGE game's options, --mu, --lam, ..., do not apply to it; --lr and --beta1 are the trainer's)."""
+
+
 class VAE(GenerativeModel):
     """A Gaussian VAE on the AGE networks."""
 
     kind = "vae"
+    config_class = VAEConfig
     required_prior = "gaussian"
     prior_note = "the VAE's prior is N(0, I)"
 
