@@ -9,6 +9,7 @@ state beside the weights, and the checkpoint round trip. Tiny nets (width 4, lat
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 
@@ -24,6 +25,7 @@ from agelab.config import MODELS, ConfigError, TrainConfig
 from agelab.models import BASELINE_MODELS, COLORIZATION_MODELS, MODEL_TYPES, make_model, model_class
 from agelab.models.age import AGE, GameConfig
 from agelab.models.base import GenerativeModel, ModelConfig
+from agelab.models.pix2pix import Pix2PixConfig
 
 # What each model type's phases are called, in order (their repeats: AGE's generator n_gen_steps times).
 PHASES = {"age": ("enc", "gen"), "cage": ("enc", "gen"), "pix2pix": ("disc", "gen"), "dcgan": ("disc", "gen"),
@@ -48,6 +50,10 @@ LAYOUT = {
 # (frozen_bn_stats): AGE's generator phase passes g(z) through e, pix2pix's through D.
 FROZEN_STATS = {"age": {"gen": "encoder"}, "cage": {"gen": "encoder"}, "pix2pix": {"gen": "discriminator"}}
 CAPABILITIES = ("has_encoder", "conditional", "age_game")
+# The training-config fields set by a TrainConfig field of another name, and those no TrainConfig field sets (they keep
+# their defaults in a trained run); every other field is set by the TrainConfig field of its own name.
+RENAMED_OPTIONS = {"scale": "game_scale"}
+NO_OPTION = {"pix2pix": {"l1_weight"}}
 # Non-default AGE game options of a run (--mu, --game-scale, --n-gen-steps, ...).
 GAME_OPTIONS = dict(mu=0.0, lam=5.0, enc_latent_recon=7.0, gen_image_recon=3.0, adversary_weight=0.3, game_scale="sum",
                     adaptive_adversary=False, n_gen_steps=3)
@@ -65,6 +71,15 @@ def build(kind: str, config=None, seed: int = 0, **changes) -> GenerativeModel:
     """A tiny model of type ``kind``; ``config``: its training config (None: the defaults)."""
     torch.manual_seed(seed)
     return make_model(tiny_model_config(kind, **changes), config)
+
+
+def other_value(value):
+    """A value of the same type as ``value`` and different from it."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    return value + "-other"
 
 
 def images_u8(model: GenerativeModel, n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -162,6 +177,34 @@ class TestEveryModel:
                     TrainConfig(dataset="cars", model=kind, prior=prior).validate()
 
     # ---- the training config ------------------------------------------------------------------------
+    def test_the_class_declares_its_training_config_and_builds_it_from_a_run_s_options(self, kind):
+        """config_class is the model's own frozen dataclass (the AGE models': the GameConfig); config_from sets
+        each field from the TrainConfig field of its name (RENAMED_OPTIONS where the names differ), and leaves
+        the fields no option sets at their defaults. A model built without a config has the defaults."""
+        cls = model_class(kind)
+        assert dataclasses.is_dataclass(cls.config_class) and cls.config_class.__dataclass_params__.frozen
+        assert (cls.config_class is GameConfig) == cls.age_game
+        run = TrainConfig()
+        config = cls.config_from(run)
+        assert type(config) is cls.config_class
+        for field in dataclasses.fields(cls.config_class):
+            if field.name in NO_OPTION.get(kind, ()):
+                assert getattr(config, field.name) == field.default
+                continue
+            option = RENAMED_OPTIONS.get(field.name, field.name)
+            assert getattr(config, field.name) == getattr(run, option), field.name
+            changed = other_value(getattr(run, option))
+            assert getattr(cls.config_from(run.replace(**{option: changed})), field.name) == changed, field.name
+        assert build(kind).config == cls.config_class()
+
+    def test_a_model_takes_only_its_own_training_config(self, kind):
+        cls = model_class(kind)
+        for other in MODEL_TYPES:
+            foreign = model_class(other).config_class
+            if foreign is not cls.config_class:
+                with pytest.raises(TypeError, match=f"is a {cls.config_class.__name__}, got a {foreign.__name__}"):
+                    build(kind, foreign())
+
     def test_the_trainer_builds_the_model_with_its_config_from_the_run_s_options(self, kind):
         """trainer.build_model gives the model ``config_from`` the run's options. The AGE game's options reach the
         AGE models (n_gen_steps: the generator phase's repeats); the other models compute the same losses whatever
@@ -363,3 +406,21 @@ class TestEveryModel:
             assert torch.equal(loaded.decode(z, c4), model.decode(z, c4))
             if model.has_encoder:
                 assert torch.equal(loaded.encode(x, c), model.encode(x, c))
+
+
+def test_the_pix2pix_l1_weight_is_its_config_s():
+    """gen loss = BCE(D(G(z, L) | L), 1) + l1_weight * mean |ab - G(z, L)|, l1_weight from the Pix2PixConfig
+    (pix2pix's 100 by default): on the same weights, batch and draws (z, dropout) a weight of 3 gives the same
+    adversarial and L1 terms and a loss (100 - 3) * L1 lower."""
+    assert Pix2PixConfig().l1_weight == 100.0
+    paper, light = build("pix2pix"), build("pix2pix", Pix2PixConfig(l1_weight=3.0))  # the same initial weights
+    batch = paper.prepare_batch(images_u8(paper))
+    torch.manual_seed(1)
+    loss_paper, logs_paper = paper.generator_loss(batch)
+    torch.manual_seed(1)
+    loss_light, logs_light = light.generator_loss(batch)
+    adv, l1 = logs_light["adv"], logs_light["l1"]
+    assert torch.equal(logs_paper["adv"], adv) and torch.equal(logs_paper["l1"], l1) and l1 > 0
+    assert loss_light.item() == pytest.approx((adv + 3.0 * l1).item(), rel=1e-6)
+    assert loss_paper.item() == pytest.approx((adv + 100.0 * l1).item(), rel=1e-6)
+    assert (loss_paper - loss_light).item() == pytest.approx(97.0 * l1.item(), rel=1e-5)
