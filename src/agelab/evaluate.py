@@ -281,7 +281,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
 
     # ---- model and extractors (a missing weights file or classifier fails before any long work) ----------
     model = agelab.load(path, device=device)
-    kind = getattr(model.cfg, "model", "age")
+    kind = model.kind
     if model.conditional:
         raise MetricsError(f"agelab eval evaluates unconditional models ({', '.join(model_names(conditional=False))}); "
                            f"{run} holds a {kind!r} model (colorization runs are judged by their own tools)")
@@ -381,7 +381,7 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         _encoder_metrics(model, cfg, test, train, judge, has_labels, metrics, skipped, phase, classifier=classifier,
                          n_samples=n_samples, probe_features=probe_features, seed=seed, progress=progress)
     else:
-        why = f"a {getattr(model.cfg, 'model', 'age')} model has no encoder"
+        why = f"a {model.kind} model has no encoder"
         for name in ("reconstruction", "latent_cycle", "linear_probe"):
             skipped[name] = why
         phase("reconstruction")
@@ -403,7 +403,7 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         "run": str(run),
         "checkpoint": str(model.checkpoint_path),
         "step": int(step_match.group(1)) if step_match else None,
-        "model": getattr(model.cfg, "model", "age"),
+        "model": model.kind,
         "dataset": cfg.dataset,
         "image_size": cfg.image_size,
         "extractor": {"name": extractor.name, "kind": features if isinstance(features, str) else "custom",
