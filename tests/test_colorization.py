@@ -232,7 +232,7 @@ def test_colorize_and_transfer_commands(colour_runs, tmp_path, capsys):
 def test_colorize_refuses_an_unconditional_run(trained_run, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
     code, _, err = invoke(["colorize", trained_run, "--input", tmp_path / "x.png"], capsys)
-    assert code == 2 and "unconditional AGE" in err
+    assert code == 2 and "unconditional model (age)" in err
 
 
 # ---------------------------------------------------------------------------

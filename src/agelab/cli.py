@@ -113,7 +113,7 @@ def _load(args, colorization: bool = False):
     if colorization and not model.conditional:
         from agelab.models import model_names, names_text
 
-        raise UsageError(f"{args.run} is an unconditional AGE model; {args.command} needs a colorization run "
+        raise UsageError(f"{args.run} is an unconditional model ({kind}); {args.command} needs a colorization run "
                          f"(trained with --model {names_text(model_names(conditional=True))})")  # cage or pix2pix
     if not colorization and model.conditional:
         raise UsageError(f"{args.run} is a colorization model ({kind}); use 'agelab colorize' or 'agelab transfer'")

@@ -38,9 +38,9 @@ class ColorizeError(ValueError):
 
 
 def check_colorization_model(model, need_encoder: bool = False) -> None:
-    kind = getattr(getattr(model, "cfg", None), "model", "age")
-    if not getattr(model, "conditional", False):
-        raise ColorizeError(f"this is an unconditional AGE model ({kind!r}); colorization needs a run trained with "
+    kind = model.kind
+    if not model.conditional:
+        raise ColorizeError(f"this is an unconditional model ({kind!r}); colorization needs a run trained with "
                             f"--model cage (or pix2pix)")
     if need_encoder and not model.has_encoder:
         raise ColorizeError(f"colour transfer encodes the source's colours with the AGE encoder; a {kind} model has "

@@ -233,7 +233,7 @@ class Demo:
             raise HTTPException(409, f"{what} needs a colorization run (--model cage or pix2pix); this run is an "
                                 f"unconditional {self.kind} model")
         if not conditional and self.conditional:
-            raise HTTPException(409, f"{what} needs an unconditional AGE run; this run is a colorization model "
+            raise HTTPException(409, f"{what} needs an unconditional run (AGE or a baseline); this run is a colorization model "
                                 f"({self.kind}): use the Colorize tab")
 
     # -- inputs --------------------------------------------------------------------------

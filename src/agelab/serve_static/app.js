@@ -399,7 +399,7 @@ async function start() {
     `${INFO.image_size}×${INFO.image_size} pixels, ${INFO.channels === 1 ? "grayscale" : "RGB"}, ` +
     `latent size ${INFO.latent_dim} (${INFO.prior} prior), checkpoint ${INFO.checkpoint}`;
   $("kind-note").textContent = INFO.tabs.includes("colorize")
-    ? "A colorization run: Sample, Reconstruct and Interpolate need an unconditional AGE run."
+    ? "A colorization run: Sample, Reconstruct and Interpolate need an unconditional run (AGE or a baseline)."
     : INFO.tabs.includes("reconstruct")
       ? "An unconditional run: Colorize needs a colorization run (--model cage or pix2pix)."
       : `A ${INFO.model} run has no encoder: samples only (Reconstruct and Interpolate need age, vae or ali).`;
