@@ -1,15 +1,17 @@
-"""Compare a conditional AGE colorization run with a pix2pix-with-noise run on held-out images (paper fig. 4).
+"""Compare colorization runs (conditional AGE, pix2pix with noise) on held-out images (paper fig. 4).
 
     .venv/bin/python scripts/colorization_report.py --age /work/runs/00002-cars-cage \\
         --pix2pix /work/runs/00003-cars-pix2pix --data-root /work/shared/data \\
         --json docs/figures/cars-colorization-metrics.json --fig-dir docs/figures
+    # any number of runs, each with its label (e.g. two AGE recipes):
+    .venv/bin/python scripts/colorization_report.py --run swapped=RUN1 --run paper-adaptive=RUN2 ...
 
 Writes
-  * a JSON with :func:`agelab.metrics.colorization.evaluate_colorization` for both runs on the
-    same held-out images, K samples each (z drawn independently per image, same seed for both);
-  * ``<prefix>-colorizations.png``: for several held-out inputs an AGE row and a pix2pix row, each
+  * a JSON with :func:`agelab.metrics.colorization.evaluate_colorization` for every run on the
+    same held-out images, K samples each (z drawn independently per image, same seed for all);
+  * ``<prefix>-colorizations.png``: for several held-out inputs one row per run, each
     the gray input first, then K colorizations (the same K codes z in every row), then the real image;
-  * ``<prefix>-transfer.png``: colour transfer with the AGE run, one row per pair: source, target in
+  * ``<prefix>-transfer.png``: colour transfer with the first AGE run, one row per pair: source, target in
     gray, g(e(ab_source | L_source) | L_target), the real target (sources: the 6 most colourful
     held-out images; targets: 6 fixed held-out images spread over the split);
 and prints a markdown table of the metrics. Figures are palette PNGs (256 colours) to stay small.
@@ -78,15 +80,13 @@ def save_small_png(image: Image.Image, path: Path) -> Path:
 
 
 @torch.no_grad()
-def colorization_figure(age, pix, images: torch.Tensor, k: int, seed: int) -> Image.Image:
-    a, p = colorize(age, images, k, seed), colorize(pix, images, k, seed)  # (N, K, 3, S, S)
+def colorization_figure(models: dict, images: torch.Tensor, k: int, seed: int) -> Image.Image:
+    """Per input one row per model (label -> model): the gray input, K colorizations, the real image."""
+    outs = {label: colorize(model, images, k, seed) for label, model in models.items()}  # (N, K, 3, S, S) each
     gray = gray_rgb(uint8_to_lab(images)[0])  # (N, 3, S, S)
     real = images.float() / 255
-    rows = []
-    for i in range(len(images)):
-        rows.append(("AGE", [gray[i], *a[i], real[i]]))
-        rows.append(("pix2pix", [gray[i], *p[i], real[i]]))
-    return labelled_grid(rows, images.shape[-1], group=2)
+    rows = [(label[:8], [gray[i], *out[i], real[i]]) for i in range(len(images)) for label, out in outs.items()]
+    return labelled_grid(rows, images.shape[-1], group=len(models))
 
 
 @torch.no_grad()
@@ -98,12 +98,21 @@ def transfer_figure(age, sources: torch.Tensor, targets: torch.Tensor) -> Image.
 
 
 def markdown_table(result: dict) -> str:
-    a, p = result["age"]["metrics"], result["pix2pix"]["metrics"]
-    lines = ["| metric | conditional AGE | pix2pix + noise |", "|---|---|---|"]
+    runs = result["runs"]
+    metrics = [r["metrics"] for r in runs.values()]
+    lines = ["| metric | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
     for key, label, fmt in ROWS:
-        label = label.format(truth=a["colorfulness_true"])
-        lines.append(f"| {label} | {fmt.format(a[key])} | {fmt.format(p[key])} |")
+        label = label.format(truth=metrics[0]["colorfulness_true"])
+        lines.append(f"| {label} | " + " | ".join(fmt.format(m[key]) for m in metrics) + " |")
     return "\n".join(lines)
+
+
+def labelled_run(text: str) -> tuple[str, Path]:
+    """``LABEL=RUN`` -> (label, run folder)."""
+    label, sep, run = text.partition("=")
+    if not sep or not label or not run:
+        raise argparse.ArgumentTypeError(f"expected LABEL=RUN, got {text!r}")
+    return label, Path(run)
 
 
 def run_info(run: Path, model) -> dict:
@@ -114,9 +123,11 @@ def run_info(run: Path, model) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--age", required=True, type=Path, help="conditional AGE run folder (--model cage)")
-    ap.add_argument("--pix2pix", required=True, type=Path, help="pix2pix run folder (--model pix2pix)")
-    ap.add_argument("--data-root", help="dataset folder (default: the AGE run's)")
+    ap.add_argument("--age", type=Path, help="conditional AGE run folder (--model cage), labelled 'AGE'")
+    ap.add_argument("--pix2pix", type=Path, help="pix2pix run folder (--model pix2pix), labelled 'pix2pix'")
+    ap.add_argument("--run", action="append", default=[], type=labelled_run, metavar="LABEL=RUN",
+                    help="another run to compare, cage or pix2pix, with its label (repeatable)")
+    ap.add_argument("--data-root", help="dataset folder (default: the first run's)")
     ap.add_argument("--images", type=int, default=814, help="held-out images to evaluate (default: 814, all)")
     ap.add_argument("--k", type=int, default=8, help="colorizations per image (default: 8)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the latent samples (default: 0)")
@@ -128,32 +139,47 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    age, pix = agelab.load(args.age), agelab.load(args.pix2pix)
-    if age.cfg.model != "cage" or pix.cfg.model != "pix2pix":
-        sys.exit(f"--age must be a cage run and --pix2pix a pix2pix run (got {age.cfg.model}, {pix.cfg.model})")
-    cfg = json.loads((args.age / "config.json").read_text())
-    test = load_dataset(cfg["dataset"], "test", age.cfg.image_size, args.data_root or cfg.get("data_root"))
+    named = ([("AGE", args.age)] if args.age else []) + ([("pix2pix", args.pix2pix)] if args.pix2pix else []) + args.run
+    if len({label for label, _ in named}) != len(named):
+        ap.error("every run needs its own label")
+    runs = {label: (run, agelab.load(run)) for label, run in named}
+    wrong = {label: m.cfg.model for label, (_, m) in runs.items() if m.cfg.model not in ("cage", "pix2pix")}
+    if args.age and runs["AGE"][1].cfg.model != "cage":
+        wrong["AGE"] = runs["AGE"][1].cfg.model
+    if args.pix2pix and runs["pix2pix"][1].cfg.model != "pix2pix":
+        wrong["pix2pix"] = runs["pix2pix"][1].cfg.model
+    if wrong:
+        sys.exit(f"not the colorization model expected: {wrong} (--age: cage, --pix2pix: pix2pix, --run: either)")
+    cages = [label for label, (_, m) in runs.items() if m.cfg.model == "cage"]
+    if not cages:
+        ap.error("give at least one conditional AGE run (--age or --run)")
+    first_run, first = next(iter(runs.values()))
+    cfg = json.loads((first_run / "config.json").read_text())
+    test = load_dataset(cfg["dataset"], "test", first.cfg.image_size, args.data_root or cfg.get("data_root"))
     images = test.images[: args.images]
 
-    result = {"dataset": cfg["dataset"], "split": "test", "images": len(images), "k": args.k, "seed": args.seed}
-    for name, model, run in (("age", age, args.age), ("pix2pix", pix, args.pix2pix)):
+    result = {"dataset": cfg["dataset"], "split": "test", "images": len(images), "k": args.k, "seed": args.seed,
+              "runs": {}}
+    for label, (run, model) in runs.items():
         t = time.perf_counter()
         metrics = evaluate_colorization(model, images, k=args.k, seed=args.seed)
-        result[name] = {**run_info(run, model), "metrics": metrics, "eval_seconds": round(time.perf_counter() - t, 1)}
-        print(f"{name}: {len(images)} images x {args.k} in {result[name]['eval_seconds']} s", file=sys.stderr)
+        entry = {**run_info(run, model), "metrics": metrics, "eval_seconds": round(time.perf_counter() - t, 1)}
+        result["runs"][label] = entry
+        print(f"{label}: {len(images)} images x {args.k} in {entry['eval_seconds']} s", file=sys.stderr)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
 
     args.fig_dir.mkdir(parents=True, exist_ok=True)
     n = len(test.images)
     picks = [round(i * (n - 1) / 5) for i in range(6)]  # 6 inputs spread over the held-out split
-    fig = save_small_png(colorization_figure(age, pix, test.images[picks], args.k, args.seed),
+    models = {label: model for label, (_, model) in runs.items()}
+    fig = save_small_png(colorization_figure(models, test.images[picks], args.k, args.seed),
                          args.fig_dir / f"{args.prefix}-colorizations.png")
     # transfer: the 6 most colourful held-out images as sources (a grey source has no colour scheme to
     # transfer), onto 6 fixed targets spread over the split
     src = colorfulness(test.images.float() / 255).argsort(descending=True)[:6].tolist()
-    tgt = [round(n * (2 * i + 1) / 12) for i in range(6)]
-    tr = save_small_png(transfer_figure(age, test.images[src], test.images[tgt]),
+    tgt = [min(n - 1, round(n * (2 * i + 1) / 12)) for i in range(len(src))]  # (a split under 6 images: fewer)
+    tr = save_small_png(transfer_figure(models[cages[0]], test.images[src], test.images[tgt]),
                         args.fig_dir / f"{args.prefix}-transfer.png")
     print(markdown_table(result))
     print(f"wrote {args.json}, {fig} ({fig.stat().st_size // 1024} KB), {tr} ({tr.stat().st_size // 1024} KB)")

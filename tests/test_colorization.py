@@ -297,3 +297,26 @@ def test_evaluate_colorization_on_tiny_models_is_seeded_and_sees_z():
         assert a == b and model.training  # same numbers; the model's mode is restored
         assert a["diversity"] > 0 and a["z_sensitivity"] > 0
         assert a["l1_best"] <= a["l1_sample"] and a["psnr_best"] >= a["psnr_sample"]
+
+
+def test_colorization_report_compares_any_labelled_runs(colour_runs, tmp_path, capsys):
+    """scripts/colorization_report.py: every labelled run scored on the same held-out images, one column each."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "colorization_report.py"
+    spec = importlib.util.spec_from_file_location("colorization_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    out = tmp_path / "m.json"
+    argv = ["--run", f"first={colour_runs['cage']}", "--pix2pix", str(colour_runs["pix2pix"]),
+            "--run", f"again={colour_runs['cage']}", "--k", "3", "--json", str(out), "--fig-dir", str(tmp_path)]
+    assert report.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert list(result["runs"]) == ["pix2pix", "first", "again"] and result["images"] == 4
+    assert result["runs"]["first"]["metrics"] == result["runs"]["again"]["metrics"]  # same run, same seeds
+    assert result["runs"]["pix2pix"]["metrics"] != result["runs"]["first"]["metrics"]
+    assert "| metric | pix2pix | first | again |" in capsys.readouterr().out
+    assert (tmp_path / "cars-colorizations.png").is_file() and (tmp_path / "cars-transfer.png").is_file()
+    with pytest.raises(SystemExit):  # a label twice
+        report.main(["--run", f"a={colour_runs['cage']}", "--run", f"a={colour_runs['pix2pix']}"])
