@@ -237,11 +237,11 @@ def _known_keys(d: dict) -> dict:
 LEGACY_VALUES: dict[str, Any] = {"game_scale": "sum", "adaptive_adversary": False, "adaptive_threshold": 1.05}
 
 # Presets: each is a set of overrides on the TrainConfig defaults.
-# The reconstruction assignment the presets use. The paper's (mu on the encoder,
-# lambda on the generator) did not train stably within these CPU budgets (measured:
-# docs/results.md); putting the latent term on the encoder and the image term on
-# the generator did, in minutes. Both assignments are the same adversarial game
-# (eq. 2) plus reciprocity terms (paper 2.2, theorem 3 holds for either loss).
+# The swapped reconstruction assignment (--recipe swapped): the latent term on the encoder and the image term on
+# the generator, in eq. 7's summed units. It trained in minutes where the paper's plain game (mu on the encoder,
+# lambda on the generator) collapsed, and it was every preset's game until the adaptive adversary weight made the
+# paper's game train (docs/results.md). Both assignments are the same adversarial game (eq. 2) plus reciprocity
+# terms (paper 2.2, theorem 3 holds for either loss).
 SWAPPED = dict(mu=0.0, lam=0.0, enc_latent_recon=1000.0, gen_image_recon=10.0, divergence="gaussian", game_scale="sum",
                adaptive_adversary=False)
 # The paper's game at the scale of the authors' code (eq. 5-6: mu = 10 on the encoder, lambda = 1000 on the generator).
