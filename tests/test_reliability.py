@@ -190,7 +190,7 @@ def test_cli_resume_falls_back_to_the_newest_good_checkpoint(damage, run_copy, r
     code = main(["train", "--resume", str(run_copy), "--iterations", "6", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert f"agelab train: warning: skipped damaged checkpoint(s) step-0000004 (" in err and f"using {older}" in err
+    assert "agelab train: warning: skipped damaged checkpoint(s) step-0000004 (" in err and f"using {older}" in err
     for step in (4, 6):  # the damaged step 4 was recomputed from step 2, exactly
         assert_same_tensors(checkpoint_weights(run_copy, step), checkpoint_weights(reference_6, step))
     assert [p.name for p in list_checkpoints(run_copy / "checkpoints")] == ["step-0000004", "step-0000006"]
