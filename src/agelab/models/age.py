@@ -292,7 +292,8 @@ class AGE(GenerativeModel):
         if isinstance(batch, CodedBatch):
             return batch
         x, c = self.split_batch(batch)
-        if self._weights()[3] == 0:
+        _, _, _, gen_x = self._weights()
+        if gen_x == 0:
             return CodedBatch(x, c, None)
         with torch.no_grad(), frozen_bn_stats(self.encoder):
             return CodedBatch(x, c, self.encode(x, c))  # (B, M)

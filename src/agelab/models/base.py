@@ -179,7 +179,7 @@ class GenerativeModel(nn.Module):
         # Set by the trainer for --compile: the nets then run only through forward (AGE.stacks_passes).
         self.compiled = False
         self.build(cfg)
-        self.use_fast_ops(True)  # nets are built running their layers as written
+        self.use_fast_ops(True)  # the nets are built plain (layers as written); a model runs their fast forms
 
     def use_fast_ops(self, on: bool) -> "GenerativeModel":
         """Whether the nets run the fast forms of their layers (:mod:`agelab.ops`): on from construction.
