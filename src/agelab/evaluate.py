@@ -252,7 +252,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
                  classifier: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
                  n_samples: int = 10000, data_root: str | None = None, probe_features: str = "code",
                  seed: int = 0, batch_size: int = 100, device: str = "cpu", progress: bool = True,
-                 write: bool = True, ais=None) -> dict:
+                 write: bool = True, ais=None, compile_extractor: bool = False) -> dict:
     """Evaluate the newest good checkpoint of a run (or a given checkpoint folder); returns the eval.json dict.
 
     ``features``: "classifier" (agelab's domain classifier at ``classifier`` or the default
@@ -263,6 +263,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
     sample-quality metrics, capped at the training split's size (the floor uses as many
     training images). With ``write``, eval.json and eval.html go into the run folder.
     ``ais``: an :class:`agelab.metrics.ais.AISConfig` adds the AIS log-likelihood (MNIST-type runs).
+    ``compile_extractor``: run the Inception through torch.compile (same features up to rounding, faster
+    on CPU after a compilation of about a minute; see :class:`~agelab.metrics.features.InceptionExtractor`).
     """
     import agelab
     from agelab.metrics.probe import PROBE_SOURCES
@@ -294,7 +296,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, features: str | FeatureExtractor
         judge = load_domain_classifier(classifier, cfg.dataset, cfg.image_size, channels, required=True)
         extractor = judge
     else:
-        extractor = InceptionExtractor.from_weights(inception_weights, progress=progress)
+        extractor = InceptionExtractor.from_weights(inception_weights, progress=progress, compile=compile_extractor)
         judge = load_domain_classifier(classifier, cfg.dataset, cfg.image_size, channels, required=False)
 
     phases = tqdm(total=5 + (ais is not None), desc="eval", disable=not progress, leave=False)
@@ -409,7 +411,8 @@ def _evaluate(run: Path, cfg, model, extractor: FeatureExtractor, judge: Classif
         "extractor": {"name": extractor.name, "kind": features if isinstance(features, str) else "custom",
                       "dim": extractor.num_features, "classes": extractor.num_classes,
                       **({"info": extractor.info} if isinstance(extractor, ClassifierExtractor) else {}),
-                      **({"weights": extractor.weights} if isinstance(extractor, InceptionExtractor) else {}),
+                      **({"weights": extractor.weights, "compiled": extractor.compile}
+                         if isinstance(extractor, InceptionExtractor) else {}),
                       "speed": _speed(feature_log), "feature_sets": feature_log},
         "domain_classifier": judge.name if judge is not None else None,
         "n_samples": n,

