@@ -424,3 +424,28 @@ def test_the_pix2pix_l1_weight_is_its_config_s():
     assert loss_light.item() == pytest.approx((adv + 3.0 * l1).item(), rel=1e-6)
     assert loss_paper.item() == pytest.approx((adv + 100.0 * l1).item(), rel=1e-6)
     assert (loss_paper - loss_light).item() == pytest.approx(97.0 * l1.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", [k for k in MODEL_TYPES if not model_class(k).conditional])
+def test_the_authors_nets_are_built_saved_and_loaded_for_every_dcgan_type_model(kind, tmp_path):
+    """--nets authors reaches every network of the DCGAN type; model.json says so and a checkpoint loads with them."""
+    model = build(kind, nets="authors")
+    styles = {m.style for m in model.modules() if hasattr(m, "style")}
+    assert styles == {"authors"}
+    assert "nets" not in build(kind).cfg.to_dict()  # the default style keeps older model.json files equal
+    batch = model.prepare_batch(images_u8(model))
+    for phase in model.phases():
+        assert math.isfinite(phase.loss(batch)[0].item())
+    ckpt.save_checkpoint(tmp_path, 3, model, model.cfg.to_dict(), {"step": 3})
+    loaded = agelab.load(tmp_path)
+    assert loaded.cfg.nets == "authors" == ckpt.load_model_files(loaded.checkpoint_path)[0]["nets"]
+    model.eval()
+    with torch.no_grad():
+        z = model.sample_latent(4, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(loaded.decode(z), model.decode(z))
+
+
+def test_the_authors_nets_are_refused_for_the_colorization_models(tmp_path):
+    for kind in COLORIZATION_MODELS:
+        with pytest.raises(ConfigError, match="nets"):
+            TrainConfig(model=kind, dataset="cars", nets="authors", out_dir=str(tmp_path)).validate()

@@ -136,3 +136,44 @@ def test_fast_forms_of_the_nets_equal_their_layers(which, size, channels_last):
     assert len(plain) == len(fast)
     for a, b in zip(fast, plain):
         assert _rel(a, b) < 2e-5
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_the_authors_style_ends(size):
+    """--nets authors: g ends in a full-resolution stage at w channels and a 1x1 convolution, e's head is a stride-2
+    convolution to (M, 2, 2) and 2x2 average pooling; the stages between are the same as the default style's."""
+    torch.manual_seed(0)
+    g = DCGANGenerator(latent_dim=6, channels=3, image_size=size, width=4, style="authors")
+    e = DCGANEncoder(latent_dim=7, channels=3, image_size=size, width=4, style="authors")
+    x = g(torch.randn(5, 6))
+    assert x.shape == (5, 3, size, size) and x.min() >= -1 and x.max() <= 1
+    last = g.net[-2]
+    assert isinstance(last, nn.Conv2d) and last.kernel_size == (1, 1) and last.in_channels == 4 and last.bias is not None
+    full = g.net[-5]  # the full-resolution stage keeps w channels
+    assert isinstance(full, nn.ConvTranspose2d) and full.in_channels == full.out_channels == 4
+    assert e(x).shape == (5, 7)
+    assert isinstance(e.head[0], nn.Conv2d) and e.head[0].stride == (2, 2) and isinstance(e.head[1], nn.AvgPool2d)
+    plain_g = DCGANGenerator(latent_dim=6, channels=3, image_size=size, width=4)
+    plain_e = DCGANEncoder(latent_dim=7, channels=3, image_size=size, width=4)
+    assert [p.shape for p in g.net[:-5].parameters()] == [p.shape for p in plain_g.net[:-2].parameters()]
+    assert [p.shape for p in e.features.parameters()] == [p.shape for p in plain_e.features.parameters()]
+    assert "style=authors" in repr(g) and "style=authors" in repr(e)
+    with pytest.raises(ValueError, match="net style"):
+        DCGANGenerator(latent_dim=6, channels=3, style="resnet")
+
+
+@pytest.mark.parametrize("which", ["generator", "encoder"])
+def test_the_authors_style_fast_form_equals_its_layers(which):
+    torch.manual_seed(2)
+    inp = torch.randn(5, 8) if which == "generator" else torch.randn(5, 3, 32, 32)
+    outs = []
+    for fast in (False, True):
+        torch.manual_seed(3)
+        cls = DCGANGenerator if which == "generator" else DCGANEncoder
+        net = cls(latent_dim=8, channels=3, image_size=32, width=4, style="authors")
+        net.fast = fast
+        x = inp.clone().requires_grad_()
+        out = net(x)
+        outs.append([out, *torch.autograd.grad(out.square().sum(), [x, *net.parameters()])])
+    for a, b in zip(*outs):
+        assert _rel(a, b) < 2e-5

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agelab.models import MODEL_TYPES
+from agelab.nets.dcgan import NET_STYLES
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,11 @@ class TrainConfig:
     prior: str = _opt("sphere", "latent prior: 'sphere' (uniform on the unit sphere, paper 2) or 'gaussian' "
                       "(unit Gaussian in R^M, encoder output not normalised)", PRIORS)
     width: int = _opt(32, "base channel width of the DCGAN-type encoder and generator (paper: 64)")
+    nets: str = _opt("dcgan", "ends of the DCGAN-type nets: 'dcgan' (Radford et al.: g's last layer a stride-2 "
+                     "transposed convolution to the image, e's head one 4x4 convolution over the 4x4 map) or "
+                     "'authors' (the authors' released 32x32 nets: g's last stage at full resolution with w "
+                     "channels, then a 1x1 convolution; e's head a stride-2 convolution and 2x2 average pooling); "
+                     "every model type but cage and pix2pix uses them", NET_STYLES)
     # --- the AGE game (paper eq. 5-7) ---
     divergence: str = _opt("gaussian_reference", "latent divergence D: 'gaussian_reference' (the authors' released "
                            "code: the diagonal Gaussian fitted to the batch, with the variance where eq. 7 has the std; "
@@ -203,6 +209,8 @@ class TrainConfig:
         if model.conditional and self.dataset in GRAY_DATASETS:
             raise bad("model", f"{self.model} colorizes colour images; {self.dataset} is grayscale (use e.g. "
                       "--dataset cars, cifar10 or a folder of colour images)")
+        if self.nets != "dcgan" and model.conditional:
+            raise bad("nets", f"--nets {self.nets} changes the DCGAN-type nets; {self.model} has its own")
         if self.res_blocks < 0:
             raise bad("res_blocks", f"must be >= 0, got {self.res_blocks}")
         return self

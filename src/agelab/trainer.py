@@ -85,7 +85,7 @@ def build_model(cfg: TrainConfig, channels: int) -> GenerativeModel:
     if cls.conditional and channels != 3:
         raise ConfigError(f"--model: {cfg.model} colorizes colour (RGB) images; this dataset has {channels} channel(s)")
     model_cfg = ModelConfig(latent_dim=cfg.latent_dim, channels=channels, image_size=cfg.image_size,
-                            width=cfg.width, prior=cfg.prior, model=cfg.model, res_blocks=cfg.res_blocks)
+                            width=cfg.width, prior=cfg.prior, model=cfg.model, res_blocks=cfg.res_blocks, nets=cfg.nets)
     return cls(model_cfg, cls.config_from(cfg))
 
 

@@ -103,8 +103,8 @@ class AGE(GenerativeModel):
     @staticmethod
     def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
         """(encoder, generator), initialised in this order: the DCGAN-type pair of paper 3.1."""
-        encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
-        generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
+        generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
         return encoder, generator
 
     # ---- use of a trained model -------------------------------------------------

@@ -31,10 +31,10 @@ from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
 class JointDiscriminator(nn.Module):
     """D(x, z): (B, C, S, S), (B, M) -> (B, 1) logits."""
 
-    def __init__(self, latent_dim: int, channels: int, image_size: int, width: int):
+    def __init__(self, latent_dim: int, channels: int, image_size: int, width: int, style: str = "dcgan"):
         super().__init__()
         f = 4 * width
-        self.x_net = DCGANEncoder(f, channels, image_size, width)  # (B, F)
+        self.x_net = DCGANEncoder(f, channels, image_size, width, style=style)  # (B, F)
         self.z_net = nn.Sequential(nn.Linear(latent_dim, f), nn.LeakyReLU(0.2), nn.Linear(f, f), nn.LeakyReLU(0.2))
         self.joint = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(2 * f, 2 * f), nn.LeakyReLU(0.2), nn.Linear(2 * f, 1))
 
@@ -55,9 +55,9 @@ class ALI(GenerativeModel):
     config_class = ALIConfig
 
     def build(self, cfg: ModelConfig) -> None:
-        self.encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
-        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
-        self.discriminator = JointDiscriminator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        self.encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
+        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
+        self.discriminator = JointDiscriminator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, cfg.nets)
         self.encgen = ModuleGroup(self.encoder, self.generator)  # stepped together
 
     def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:

@@ -86,10 +86,12 @@ class ModelConfig:
     prior: str = "sphere"
     model: str = "age"  # a registered model type (agelab.models.MODEL_TYPES); see agelab.models.make_model
     res_blocks: int = 6  # residual blocks of the conditional AGE generator (model "cage" only)
+    nets: str = "dcgan"  # the DCGAN-type nets' ends: "dcgan" or "authors" (agelab.nets.dcgan.NET_STYLES)
 
     def to_dict(self) -> dict:
         """The fields this model type uses: an unconditional model's dict (model.json) is unchanged by
-        fields that only the colorization models have, so older checkpoints compare equal."""
+        fields that only the colorization models have, and ``nets`` is written only when it is not the
+        default (the nets every model had before the field existed), so older checkpoints compare equal."""
         from agelab.models import MODEL_TYPES, model_class
 
         d = dataclasses.asdict(self)
@@ -97,6 +99,8 @@ class ModelConfig:
         for name in MODEL_SPECIFIC_FIELDS:
             if name not in used:
                 d.pop(name)
+        if d["nets"] == "dcgan":
+            d.pop("nets")
         return d
 
     @classmethod

@@ -56,8 +56,8 @@ class DCGAN(GenerativeModel):
                          "linear probes need an encoder model (age, vae or ali)")
 
     def build(self, cfg: ModelConfig) -> None:
-        self.discriminator = DCGANEncoder(1, cfg.channels, cfg.image_size, cfg.width)  # (B, 1) logits
-        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        self.discriminator = DCGANEncoder(1, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)  # (B, 1) logits
+        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
 
     def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         return self.generator(z)  # (B, C, S, S) in [-1, 1]

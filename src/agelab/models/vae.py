@@ -50,8 +50,8 @@ class VAE(GenerativeModel):
     prior_note = "the VAE's prior is N(0, I)"
 
     def build(self, cfg: ModelConfig) -> None:
-        self.encoder = DCGANEncoder(2 * cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)  # (B, 2M)
-        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width)
+        self.encoder = DCGANEncoder(2 * cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)  # (B, 2M)
+        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
         self.trained = ModuleGroup(self.encoder, self.generator)  # stepped together by the one phase
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:

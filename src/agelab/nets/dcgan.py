@@ -9,6 +9,12 @@ power-of-two image size >= 16 and any channel count. For size S there are
     generator: z (M,1,1) -> (w*2^(n-1), 4, 4) -> ... -> (w, S/2, S/2) -> (C, S, S), tanh
     encoder:   x (C,S,S) -> (w, S/2, S/2) -> ... -> (w*2^(n-1), 4, 4) -> (M,)
 
+``style="authors"`` changes the two ends as the authors' released 32x32 nets have them
+(``--nets authors``): the generator's last stride-2 stage keeps w channels at full resolution
+(with batch norm and ReLU) and a 1x1 convolution with bias maps them to C; the encoder's head is
+a 4x4 stride-2 convolution to (M, 2, 2) followed by 2x2 average pooling, instead of one 4x4
+convolution over the whole (4, 4) map. The stages in between are the same.
+
 Each net's ``forward`` runs its layers as written (``print(net)`` shows them), unless its
 ``fast`` attribute is set: then the same layers run with the two at the ends in the forms of
 :mod:`agelab.ops`, the same sums in another order. The layer at the code end (g's first, e's
@@ -25,6 +31,8 @@ import math
 
 from torch import Tensor, nn
 
+NET_STYLES = ("dcgan", "authors")
+
 from agelab.ops import code_to_map, from_image, map_to_code, to_image
 
 
@@ -33,6 +41,12 @@ def _n_stages(image_size: int) -> int:
     if image_size < 16 or 2 ** (n + 2) != image_size:
         raise ValueError(f"image size must be a power of two >= 16, got {image_size}")
     return n
+
+
+def _check_style(style: str) -> str:
+    if style not in NET_STYLES:
+        raise ValueError(f"net style must be one of {', '.join(NET_STYLES)}, got {style!r}")
+    return style
 
 
 def dcgan_init_(module: nn.Module) -> None:
@@ -50,9 +64,11 @@ def dcgan_init_(module: nn.Module) -> None:
 class DCGANGenerator(nn.Module):
     """g: latent (B, M) -> image (B, C, S, S) in [-1, 1]; ``fast``: the end layers in agelab.ops' forms."""
 
-    def __init__(self, latent_dim: int, channels: int, image_size: int = 32, width: int = 64, fast: bool = False):
+    def __init__(self, latent_dim: int, channels: int, image_size: int = 32, width: int = 64, fast: bool = False,
+                 style: str = "dcgan"):
         super().__init__()
         n = _n_stages(image_size)
+        self.style = _check_style(style)
         ch = width * 2 ** (n - 1)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False),  # (ch, 4, 4)
@@ -62,7 +78,11 @@ class DCGANGenerator(nn.Module):
         for _ in range(n - 1):  # each stage doubles the side and halves the channels
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(inplace=True)]
             ch //= 2
-        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]  # (C, S, S)
+        if style == "authors":  # full resolution at w channels, then a 1x1 convolution to the image
+            layers += [nn.ConvTranspose2d(ch, ch, 4, 2, 1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True),
+                       nn.Conv2d(ch, channels, 1, bias=True), nn.Tanh()]  # (C, S, S)
+        else:
+            layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]  # (C, S, S)
         self.net = nn.Sequential(*layers)
         self.latent_dim = latent_dim
         self.fast = fast
@@ -75,30 +95,38 @@ class DCGANGenerator(nn.Module):
         return self.net(z)  # (B, C, S, S)
 
     def extra_repr(self) -> str:
-        return f"fast={self.fast}"
+        return f"fast={self.fast}, style={self.style}"
 
     def code_layer(self, z: Tensor) -> Tensor:
         """The fast form of net[0]: code (B, M) -> (B, ch, 4, 4) before batch norm, as a matrix product."""
         return code_to_map(z, self.net[0].weight)
 
     def body(self, h: Tensor) -> Tensor:
-        """The fast form of net[1:]: (B, ch, 4, 4) -> image (B, C, S, S), the last convolution as ``to_image``."""
+        """The fast form of net[1:]: (B, ch, 4, 4) -> image (B, C, S, S), the last convolution as ``to_image``
+        (the authors' style ends in a 1x1 convolution, which runs as it is)."""
+        if self.style == "authors":
+            return self.net[1:](h)
         return self.net[-1](to_image(self.net[1:-2](h), self.net[-2].weight))
 
 
 class DCGANEncoder(nn.Module):
     """e before projection: image (B, C, S, S) -> raw code (B, M); ``fast``: the end layers in agelab.ops' forms."""
 
-    def __init__(self, latent_dim: int, channels: int, image_size: int = 32, width: int = 64, fast: bool = False):
+    def __init__(self, latent_dim: int, channels: int, image_size: int = 32, width: int = 64, fast: bool = False,
+                 style: str = "dcgan"):
         super().__init__()
         n = _n_stages(image_size)
+        self.style = _check_style(style)
         ch = width
         layers: list[nn.Module] = [nn.Conv2d(channels, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for _ in range(n - 1):  # each stage halves the side and doubles the channels
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, inplace=True)]
             ch *= 2
         self.features = nn.Sequential(*layers)  # (B, w*2^(n-1), 4, 4)
-        self.head = nn.Conv2d(ch, latent_dim, 4, 1, 0, bias=True)  # (B, M, 1, 1)
+        if style == "authors":  # (B, M, 2, 2), averaged
+            self.head: nn.Module = nn.Sequential(nn.Conv2d(ch, latent_dim, 4, 2, 1, bias=True), nn.AvgPool2d(2))
+        else:
+            self.head = nn.Conv2d(ch, latent_dim, 4, 1, 0, bias=True)  # (B, M, 1, 1)
         self.fast = fast
         dcgan_init_(self)
 
@@ -108,12 +136,15 @@ class DCGANEncoder(nn.Module):
         return self.head(self.features(x)).flatten(1)  # (B, M)
 
     def extra_repr(self) -> str:
-        return f"fast={self.fast}"
+        return f"fast={self.fast}, style={self.style}"
 
     def body(self, x: Tensor) -> Tensor:
         """The fast form of ``features``: (B, C, S, S) -> (B, w*2^(n-1), 4, 4), the first layer as ``from_image``."""
         return self.features[1:](from_image(x, self.features[0].weight))
 
     def code_layer(self, h: Tensor) -> Tensor:
-        """The fast form of ``head``: (B, w*2^(n-1), 4, 4) -> (B, M), as a matrix product."""
+        """The fast form of ``head``: (B, w*2^(n-1), 4, 4) -> (B, M), as a matrix product (the authors' head,
+        a strided convolution and pooling, runs as it is)."""
+        if self.style == "authors":
+            return self.head(h).flatten(1)
         return map_to_code(h, self.head.weight, self.head.bias)
