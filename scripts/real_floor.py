@@ -1,13 +1,16 @@
 """FID / KID of a dataset's training images against its test split: the floor a sample FID is read against.
 
-    python scripts/real_floor.py --dataset cifar10 --data-root DATA [--n-train 50000] [--features inception]
+    python scripts/real_floor.py --dataset cifar10 --data-root DATA [--n-train 50000] [--also 5000 10000]
+        [--features inception] [--compile]
 
 The literature's CIFAR-10 floor is 50,000 training images against the 10,000 test images
 (about 3 on the official batches; docs/evaluation.md says what ours is on the JPEG copy).
 Features are cached per set (agelab.evaluate.real_features): a second run, or ``agelab eval``
 on the same dataset, reads them; a run stopped midway continues from its partial files. The
 training subset is the first ``--n-train`` of a seeded permutation (seed 0: the subset
-``agelab eval --n-samples N`` uses for its own floor, so both share the cache).
+``agelab eval --n-samples N`` uses for its own floor, so both share the cache). ``--also N ...``
+reports the floor of the first N of those images too, from the same features: FID is biased
+upwards for small sets, and a sample FID over N images is read against the floor over N.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="dataset folder (default: $AGELAB_DATA, then the cache)")
     p.add_argument("--image-size", type=int, default=32, help="image size the dataset is read at (default: 32)")
     p.add_argument("--n-train", type=int, default=None, help="training images (default: the whole split)")
+    p.add_argument("--also", type=int, nargs="+", default=[], metavar="N",
+                   help="also the floor of the first N training images (each N below --n-train), e.g. 5000 10000")
     p.add_argument("--features", choices=("inception", "classifier"), default="inception",
                    help="feature extractor (default: inception, the standard FID network)")
     p.add_argument("--classifier", default=None, help="domain classifier file for --features classifier")
@@ -59,14 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     f_train, _ = real_features(ext, train.images[idx], split="train",
                                desc=f"features: train split ({n} random images, seed 0)", **common)
     kid_mean, kid_std = kernel_inception_distance(f_test, f_train)
+    subsets = []
+    for m in sorted(set(args.also)):
+        if not 2 <= m < n:
+            p.error(f"--also {m}: must be between 2 and the {n} training images")
+        k_mean, k_std = kernel_inception_distance(f_test, f_train[:m])
+        subsets.append({"n_train": m, "fid": frechet_distance(f_test, f_train[:m]), "kid": k_mean, "kid_std": k_std})
     result = {"dataset": args.dataset, "extractor": ext.name, "weights": getattr(ext, "weights", None),
               "n_test": len(f_test), "n_train": len(f_train), "fid": frechet_distance(f_test, f_train),
-              "kid": kid_mean, "kid_std": kid_std, "feature_sets": log, "cpu": cpu_description(),
+              "kid": kid_mean, "kid_std": kid_std, "subsets": subsets, "feature_sets": log, "cpu": cpu_description(),
               "threads": torch.get_num_threads(), "seconds": round(time.time() - started, 1),
               "date": time.strftime("%Y-%m-%d")}
     print(f"{args.dataset}: FID {result['fid']:.3f}, KID {kid_mean:.5f} +- {kid_std:.5f} "
           f"({n} train vs {len(f_test)} test images, {ext.name}); {result['seconds']:.0f} s on {result['cpu']['model']}, "
           f"{result['threads']} threads")
+    for sub in subsets:
+        print(f"  the first {sub['n_train']} of them: FID {sub['fid']:.3f}, KID {sub['kid']:.5f} +- {sub['kid_std']:.5f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=str)

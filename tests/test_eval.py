@@ -228,3 +228,25 @@ def test_train_classifier_bad_input_is_one_line(capsys, tmp_path):
     code, _, err = invoke(["train-classifier", "--dataset", "mnist", "--data-root", tmp_path, "--no-download",
                            "--no-progress"], capsys)
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_real_floor_script_reports_each_prefix_from_one_feature_pass(digits_classifier, tmp_path, capsys):
+    """scripts/real_floor.py --also: the floors of the first N training images come from the largest set's features,
+    each equal to the floor computed for N on its own (the same seed-0 permutation prefix), and FID falls as N grows."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "real_floor.py"
+    spec = importlib.util.spec_from_file_location("real_floor", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    common = ["--dataset", "digits", "--features", "classifier", "--classifier", str(digits_classifier), "--no-progress"]
+    assert script.main([*common, "--n-train", "1200", "--also", "100", "400", "--json", str(tmp_path / "all.json")]) == 0
+    assert script.main([*common, "--n-train", "100", "--json", str(tmp_path / "100.json")]) == 0
+    whole = json.loads((tmp_path / "all.json").read_text())
+    alone = json.loads((tmp_path / "100.json").read_text())
+    assert [s["n_train"] for s in whole["subsets"]] == [100, 400] and whole["n_train"] == 1200
+    assert whole["subsets"][0]["fid"] == pytest.approx(alone["fid"], rel=1e-6)
+    assert whole["subsets"][0]["fid"] > whole["subsets"][1]["fid"] > whole["fid"] > 0
+    assert "the first 400 of them: FID" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main([*common, "--n-train", "100", "--also", "500"])
