@@ -226,7 +226,7 @@ def test_compiled_inception_gives_the_eager_features_for_every_batch_size():
         out, _ = compiled.extract(x, batch_size=batch)
         assert out.shape == (7, 2048)
         assert float((out - ref).norm() / ref.norm()) < 1e-5  # rounding only
-    assert compiled.compile and compiled._compiled_batch == 3  # compiled once, never fell back
+    assert compiled.compile and [size for _, size in compiled._compiled] == [3]  # compiled once, never fell back
 
 
 def test_a_failing_compilation_falls_back_to_the_eager_network_with_a_warning(monkeypatch):

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from agelab.errors import first_line
 from agelab.metrics import MetricsError
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -424,7 +425,8 @@ class InceptionExtractor(FeatureExtractor):
         # that batch size; shorter batches are padded to it so that no second compilation is needed. When
         # compilation fails (no C++ compiler, an unsupported platform) features() warns once and runs eager.
         self.compile = compile
-        self._compiled_batch = 0
+        # (compiled folded net, the batch size it was compiled for), once built; a list for the reason _folded is
+        self._compiled: list[tuple[nn.Module, int]] = []
         if input_size < 75:
             raise ValueError(f"Inception-v3 needs images of at least 75x75, got input_size={input_size}")
         self.net = (net or FIDInceptionV3()).eval()
@@ -479,7 +481,7 @@ class InceptionExtractor(FeatureExtractor):
         except InceptionWeightsError:
             raise
         except Exception as exc:  # a damaged or foreign file: pickle errors, safetensors header errors...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise InceptionWeightsError(f"{where}: cannot read the Inception weights ({first})") from None
         net = FIDInceptionV3()
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}  # not part of the FID graph
@@ -521,28 +523,27 @@ class InceptionExtractor(FeatureExtractor):
     def _compiled_embed(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The folded net through torch.compile; batches shorter than the first are zero-padded to its size."""
         n = x.shape[0]
-        if len(self._folded) < 2:
-            self._folded[1:] = [torch.compile(self._inference_net(), dynamic=False, options={"freezing": True})]
-            self._compiled_batch = n
-        if n > self._compiled_batch:  # a larger batch than the compiled one: split it
-            parts = [self._compiled_embed(x[i : i + self._compiled_batch]) for i in range(0, n, self._compiled_batch)]
+        if not self._compiled:
+            self._compiled.append((torch.compile(self._inference_net(), dynamic=False, options={"freezing": True}), n))
+        net, size = self._compiled[0]
+        if n > size:  # a larger batch than the compiled one: split it
+            parts = [self._compiled_embed(x[i : i + size]) for i in range(0, n, size)]
             return torch.cat([p[0] for p in parts]), (None if parts[0][1] is None else torch.cat([p[1] for p in parts]))
-        if n < self._compiled_batch:
-            x = torch.cat([x, x.new_zeros((self._compiled_batch - n, *x.shape[1:]))]).contiguous(
-                memory_format=torch.channels_last)
+        if n < size:
+            x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last)
         try:
-            pool, logits = self._folded[1](x)
+            pool, logits = net(x)
         except Exception as exc:  # inductor needs a working C++ toolchain; without one, eager is the same net
-            warnings.warn(f"torch.compile of the Inception failed ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); running it uncompiled")
+            warnings.warn(f"torch.compile of the Inception failed ({type(exc).__name__}: {first_line(exc)}); "
+                          "running it uncompiled")
             self.compile = False
-            del self._folded[1:]
+            self._compiled.clear()
             return self._inference_net()(x[:n])
         return pool[:n], (None if logits is None else logits[:n])
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): fold (and compile) again from the moved weights
         self._folded.clear()
-        self._compiled_batch = 0
+        self._compiled.clear()
         return super()._apply(fn, *args, **kwargs)
 
 
@@ -578,7 +579,7 @@ class ClassifierExtractor(FeatureExtractor):
             model = load_classifier(path)
             info = classifier_info(path)
         except Exception as exc:  # damaged file, missing metadata, mismatched tensors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise MetricsError(f"{path}: not a readable agelab classifier ({first})") from None
         dataset = info.get("dataset")
         ext = cls(model, name=f"classifier:{dataset or 'unknown'}:{file_sha256(path)[:8]}", dataset=dataset,

