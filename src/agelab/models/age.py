@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from agelab.distributed import fp32_region
 from agelab.divergences import kl_gaussian, kl_gaussian_reference, kl_knn
 from agelab.models.base import GenerativeModel, ModelConfig, Phase, frozen_bn_stats, option
-from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+from agelab.nets.dcgan import dcgan_nets
 from agelab.ops import stacked
 
 # ModelConfig, frozen_bn_stats: from models.base
@@ -103,9 +103,7 @@ class AGE(GenerativeModel):
     @staticmethod
     def build_networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
         """(encoder, generator), initialised in this order: the DCGAN-type pair of paper 3.1."""
-        encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
-        generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
-        return encoder, generator
+        return dcgan_nets(cfg)
 
     # ---- use of a trained model -------------------------------------------------
     def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:

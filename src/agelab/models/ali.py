@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from agelab.models.base import GenerativeModel, ModelConfig, ModuleGroup, Phase
 from agelab.models.dcgan import bce, discriminator_objective
-from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+from agelab.nets.dcgan import DCGANEncoder, dcgan_nets
 
 
 class JointDiscriminator(nn.Module):
@@ -55,8 +55,7 @@ class ALI(GenerativeModel):
     config_class = ALIConfig
 
     def build(self, cfg: ModelConfig) -> None:
-        self.encoder = DCGANEncoder(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
-        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
+        self.encoder, self.generator = dcgan_nets(cfg)
         self.discriminator = JointDiscriminator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, cfg.nets)
         self.encgen = ModuleGroup(self.encoder, self.generator)  # stepped together
 

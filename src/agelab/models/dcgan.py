@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from agelab.models.base import GenerativeModel, ModelConfig, Phase
-from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+from agelab.nets.dcgan import dcgan_nets
 
 
 def bce(logits: Tensor, target: float) -> Tensor:
@@ -56,8 +56,7 @@ class DCGAN(GenerativeModel):
                          "linear probes need an encoder model (age, vae or ali)")
 
     def build(self, cfg: ModelConfig) -> None:
-        self.discriminator = DCGANEncoder(1, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)  # (B, 1) logits
-        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
+        self.discriminator, self.generator = dcgan_nets(cfg, encoder_out=1)  # D: (B, 1) logits
 
     def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
         return self.generator(z)  # (B, C, S, S) in [-1, 1]

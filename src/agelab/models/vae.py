@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from agelab.models.base import GenerativeModel, ModelConfig, ModuleGroup, Phase
-from agelab.nets.dcgan import DCGANEncoder, DCGANGenerator
+from agelab.nets.dcgan import dcgan_nets
 
 
 MIN_VARIANCE = 1e-6  # floor of sigma^2 ([-1, 1] pixel units)
@@ -50,8 +50,7 @@ class VAE(GenerativeModel):
     prior_note = "the VAE's prior is N(0, I)"
 
     def build(self, cfg: ModelConfig) -> None:
-        self.encoder = DCGANEncoder(2 * cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)  # (B, 2M)
-        self.generator = DCGANGenerator(cfg.latent_dim, cfg.channels, cfg.image_size, cfg.width, style=cfg.nets)
+        self.encoder, self.generator = dcgan_nets(cfg, encoder_out=2 * cfg.latent_dim)  # e: (B, 2M)
         self.trained = ModuleGroup(self.encoder, self.generator)  # stepped together by the one phase
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -28,10 +28,14 @@ The weights, and so the state_dict and checkpoints, are the same either way.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from agelab.ops import code_to_map, from_image, map_to_code, to_image
+
+if TYPE_CHECKING:
+    from agelab.models.base import ModelConfig
 
 NET_STYLES = ("dcgan", "authors")
 
@@ -148,3 +152,13 @@ class DCGANEncoder(nn.Module):
         if self.style == "authors":
             return self.head(h).flatten(1)
         return map_to_code(h, self.head.weight, self.head.bias)
+
+
+def dcgan_nets(cfg: "ModelConfig", encoder_out: int | None = None) -> tuple[DCGANEncoder, DCGANGenerator]:
+    """The (encoder, generator) pair of ``cfg``'s size, width and net style, initialised in this order.
+
+    ``encoder_out``: the encoder's output size, the latent size by default (a VAE's 2M, a GAN
+    discriminator's single logit)."""
+    size = (cfg.channels, cfg.image_size, cfg.width)
+    encoder = DCGANEncoder(cfg.latent_dim if encoder_out is None else encoder_out, *size, style=cfg.nets)
+    return encoder, DCGANGenerator(cfg.latent_dim, *size, style=cfg.nets)
