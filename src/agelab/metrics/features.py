@@ -425,7 +425,8 @@ class InceptionExtractor(FeatureExtractor):
         # that batch size; shorter batches are padded to it so that no second compilation is needed. When
         # compilation fails (no C++ compiler, an unsupported platform) features() warns once and runs eager.
         self.compile = compile
-        # (compiled folded net, the batch size it was compiled for), once built; a list for the reason _folded is
+        # (compiled folded net, the batch size it was compiled for), once built: a list, like _folded, so that
+        # nn.Module does not register the compiled net as a submodule
         self._compiled: list[tuple[nn.Module, int]] = []
         if input_size < 75:
             raise ValueError(f"Inception-v3 needs images of at least 75x75, got input_size={input_size}")
