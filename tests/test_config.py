@@ -39,11 +39,11 @@ def test_a_saved_config_without_the_newer_game_fields_keeps_its_game():
     before it became the default; today's defaults are the paper's game at the authors' scale with that weight."""
     saved = json.loads(TrainConfig().to_json())
     assert (saved["game_scale"], saved["adaptive_adversary"], saved["adaptive_threshold"]) == ("mean", True, 1.3)
-    for key in ("game_scale", "adaptive_adversary", "adaptive_threshold", "adversary_weight"):
+    for key in ("game_scale", "adaptive_adversary", "adaptive_threshold", "adversary_weight", "adaptive_floor"):
         del saved[key]
     old = TrainConfig.from_dict(saved)
-    assert (old.game_scale, old.adaptive_adversary, old.adaptive_threshold, old.adversary_weight) == (
-        "sum", False, 1.05, 1.0)
+    assert (old.game_scale, old.adaptive_adversary, old.adaptive_threshold, old.adversary_weight,
+            old.adaptive_floor) == ("sum", False, 1.05, 1.0, 0.0)
 
 
 def test_from_dict_rejects_unknown_keys():
@@ -80,6 +80,8 @@ def test_presets_then_overrides():
         ({"mu": float("nan")}, "--mu"),
         ({"gen_image_recon": float("inf")}, "--gen-image-recon"),
         ({"lr": 0.0}, "--lr"),
+        ({"adaptive_floor": -0.1}, "--adaptive-floor"),
+        ({"adaptive_floor": 0.6, "adversary_weight": 0.5}, "--adaptive-floor"),
         ({"beta1": 1.0}, "--beta1"),
         ({"width": 0}, "--width"),
         ({"batch_size": 1}, "--batch-size"),

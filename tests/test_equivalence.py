@@ -108,12 +108,13 @@ class Reference:
         z_real, z_fake = self.e(x), self.e(x_fake)
         kl_real, kl_fake = divergence(self.cfg, z_real), divergence(self.cfg, z_fake)
         loss = self.w("kl") * (kl_real - self.adversary * kl_fake)
-        if self.cfg.adaptive_adversary:  # the authors' schedule, for the next update: +0.001, or -0.019 (floor 0)
+        if self.cfg.adaptive_adversary:  # the authors' schedule, for the next update: +0.001, or -0.019 (floor 0 by default)
             # when a divergence exceeds the threshold times that of ideal codes (mean 0, variance 1/M)
             v = 1.0 / self.cfg.latent_dim
             ideal = 0.5 * v * v - math.log(v) - 0.5  # the authors' formula (the only divergence tested here with it)
             above = max(kl_real.item(), kl_fake.item()) > self.cfg.adaptive_threshold * ideal
-            self.adversary = max(self.adversary + 0.001 - 0.02, 0.0) if above else self.adversary + 0.001
+            floor = self.cfg.adaptive_floor
+            self.adversary = max(self.adversary + 0.001 - 0.02, floor) if above else self.adversary + 0.001
         if self.cfg.mu:
             loss = loss + self.w("mu") * F.l1_loss(self.g(z_real), x)
         if self.cfg.enc_latent_recon:
@@ -249,6 +250,17 @@ def test_agelab_train_matches_a_straightforward_loop(tmp_path, game):
     if cfg.adaptive_adversary:  # the weight each encoder update used, and the schedule really moved it
         assert [r["enc/adv_weight"] for r in records] == pytest.approx(ref_adversary, abs=1e-6)
         assert len(set(round(w, 6) for w in ref_adversary)) == ITERATIONS
+
+
+def test_the_adaptive_weight_stops_at_its_floor_as_in_the_straightforward_loop(tmp_path):
+    """--adaptive-floor 0.99: the first drop (1.0 + 0.001 - 0.02) stops at the floor, in both loops."""
+    cfg = config(tmp_path, "paper-adaptive (default)", adaptive_floor=0.99)
+    run = train(cfg, progress=False)
+    ref, initial, _, ref_adversary = reference_loop(cfg)
+    assert relative_update_error(checkpoint_weights(run, ITERATIONS), ref, initial) < UPDATE_RTOL
+    used = [r["enc/adv_weight"] for r in read_metrics(run) if "enc/loss" in r]
+    assert used == pytest.approx(ref_adversary, abs=1e-6)
+    assert min(used) == pytest.approx(0.99, abs=1e-6)  # the floor was reached, and held
 
 
 def test_the_weight_check_catches_a_wrong_batch_order(tmp_path):

@@ -379,6 +379,20 @@ def test_adaptive_adversary_weight_follows_the_authors_schedule():
     assert "adversary_weight" not in model.state_dict()  # not a weight: checkpointed with the training state
 
 
+def test_adaptive_adversary_weight_never_drops_below_its_floor():
+    """--adaptive-floor: a drop stops at the floor (the authors' 0 by default); the rise is unchanged."""
+    from agelab.divergences import ideal_gaussian_divergence
+
+    model = make_model(adaptive_adversary=True, adversary_weight=0.31, adaptive_floor=0.3)
+    limit = 1.05 * ideal_gaussian_divergence("gaussian_reference", 4)  # GameConfig's threshold (the authors')
+    low, high = torch.tensor(limit * 0.99), torch.tensor(limit * 1.01)
+    for _ in range(3):
+        model._adapt_adversary(high, low)
+    assert model.adversary_weight.item() == pytest.approx(0.3)
+    model._adapt_adversary(low, low)
+    assert model.adversary_weight.item() == pytest.approx(0.301)
+
+
 def test_ideal_divergences_are_the_values_of_uniform_sphere_codes():
     from agelab.divergences import ideal_gaussian_divergence, kl_gaussian, kl_gaussian_reference
 

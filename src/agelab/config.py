@@ -96,6 +96,9 @@ class TrainConfig:
     adaptive_threshold: float = _opt(1.3, "with --adaptive-adversary: the factor over the ideal codes' divergence "
                                      "above which the adversary weight drops (authors: 1.05, which at batch 64 the "
                                      "real codes' own divergence crosses by chance, holding the weight at 0)")
+    adaptive_floor: float = _opt(0.0, "with --adaptive-adversary: the lowest value the adversary weight may drop to "
+                                 "(authors: 0). A floor above 0 keeps the encoder pushing generated codes away from "
+                                 "the prior while the divergences stay above the threshold (docs/results.md)")
     no_recon: bool = _opt(False, "ablation (paper fig. 5c): drop every reconstruction term")
     n_gen_steps: int = _opt(2, "generator updates per encoder update (paper: 2)")
     # --- optimisation (paper 3.1) ---
@@ -163,6 +166,9 @@ class TrainConfig:
                 raise bad(name, f"must be a finite number >= 0, got {v}")
         if self.adaptive_threshold <= 0 or self.adaptive_threshold != self.adaptive_threshold:
             raise bad("adaptive_threshold", f"must be a number > 0, got {self.adaptive_threshold}")
+        if not 0 <= self.adaptive_floor <= self.adversary_weight:
+            raise bad("adaptive_floor", f"must be in [0, --adversary-weight = {self.adversary_weight}] (the weight "
+                      f"starts there and only a drop can reach the floor), got {self.adaptive_floor}")
         if self.lr == 0:
             raise bad("lr", "learning rate must be > 0")
         for name in ("beta1", "beta2"):

@@ -52,6 +52,7 @@ class GameConfig:
     adversary_weight: float = 1.0  # weight of D(e(g(z))) in the encoder loss (paper: 1); the start with adaptive
     adaptive_adversary: bool = False  # the authors' later schedule of that weight (AGE._adapt_adversary)
     adaptive_threshold: float = 1.05
+    adaptive_floor: float = 0.0  # the lowest value the adaptive weight drops to (authors: 0)
     no_recon: bool = False
     n_gen_steps: int = 2
     knn_k: int = 1
@@ -228,7 +229,8 @@ class AGE(GenerativeModel):
         """The authors' adaptive adversary weight (branch cAGE of their code), for the next encoder update.
 
         +0.001 every iteration; when either divergence of this update exceeds the threshold times
-        the divergence of ideal uniform codes, -0.02 instead of that (net -0.019), floored at 0;
+        the divergence of ideal uniform codes, -0.02 instead of that (net -0.019), floored at
+        ``adaptive_floor`` (the authors': 0);
         both scaled by lr / initial lr. On the device, without a host sync.
         """
         from agelab.divergences import ideal_gaussian_divergence
@@ -239,7 +241,8 @@ class AGE(GenerativeModel):
         limit = self.config.adaptive_threshold * ideal
         up = self.adversary_weight + 0.001 * self.lr_factor
         above = (kl_real > limit) | (kl_fake > limit)
-        self.adversary_weight.copy_(torch.where(above, (up - 0.02 * self.lr_factor).clamp_min(0.0), up))
+        down = (up - 0.02 * self.lr_factor).clamp_min(self.config.adaptive_floor)
+        self.adversary_weight.copy_(torch.where(above, down, up))
 
     def train_state(self) -> dict[str, Tensor]:
         """What training changes besides the weights (checkpointed in state.pt): the adversary weight."""
