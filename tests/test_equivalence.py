@@ -108,13 +108,13 @@ class Reference:
         z_real, z_fake = self.e(x), self.e(x_fake)
         kl_real, kl_fake = divergence(self.cfg, z_real), divergence(self.cfg, z_fake)
         loss = self.w("kl") * (kl_real - self.adversary * kl_fake)
-        if self.cfg.adaptive_adversary:  # the authors' schedule, for the next update: +0.001, or -0.019 (floor 0 by default)
+        if self.cfg.adaptive_adversary:  # the authors' schedule for the next update: +0.001, or -0.019 to the floor
             # when a divergence exceeds the threshold times that of ideal codes (mean 0, variance 1/M)
             v = 1.0 / self.cfg.latent_dim
             ideal = 0.5 * v * v - math.log(v) - 0.5  # the authors' formula (the only divergence tested here with it)
             above = max(kl_real.item(), kl_fake.item()) > self.cfg.adaptive_threshold * ideal
-            floor = self.cfg.adaptive_floor
-            self.adversary = max(self.adversary + 0.001 - 0.02, floor) if above else self.adversary + 0.001
+            down = max(self.adversary + 0.001 - 0.02, self.cfg.adaptive_floor)
+            self.adversary = down if above else self.adversary + 0.001
         if self.cfg.mu:
             loss = loss + self.w("mu") * F.l1_loss(self.g(z_real), x)
         if self.cfg.enc_latent_recon:
